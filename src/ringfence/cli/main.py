@@ -1,0 +1,394 @@
+"""``ringfence``: the command line. Command names, options and JSON keys are a contract other
+tools use; extend them, never rename them.
+
+Every remote command reads ``--server`` / ``RINGFENCE_SERVER`` and ``--token`` /
+``RINGFENCE_TOKEN``. Errors print one line on stderr and exit non-zero (codes in
+:mod:`ringfence.cli.client`). ``--json`` prints one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, ApiError, Client
+from ringfence.core.errors import PlanError, RingfenceError
+
+app = typer.Typer(help="Ringfence: safe progressive delivery of updates to large fleets.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+plan_app = typer.Typer(help="Work with plan files.", no_args_is_help=True)
+content_app = typer.Typer(help="Content types: named streams of updates.", no_args_is_help=True)
+token_app = typer.Typer(help="Enrolment tokens that agents enroll with.", no_args_is_help=True)
+artifact_app = typer.Typer(help="Immutable, content-addressed artifacts.", no_args_is_help=True)
+release_app = typer.Typer(help="Releases: an artifact and the plan that rolls it out.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Drive and watch a release's rollout.", no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
+app.add_typer(content_app, name="content-type")
+app.add_typer(token_app, name="enroll-token")
+app.add_typer(artifact_app, name="artifact")
+app.add_typer(release_app, name="release")
+app.add_typer(rollout_app, name="rollout")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Server = Annotated[str | None, typer.Option("--server", envvar="RINGFENCE_SERVER", help="API base URL")]
+Token = Annotated[str | None, typer.Option("--token", envvar="RINGFENCE_TOKEN", help="API token")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON")]
+DataDir = Annotated[Path, typer.Option("--data-dir", help="where the database and artifacts live")]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def reports(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn API, domain and file errors into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise _fail(exc.message, exc.exit_code) from None
+        except PlanError as exc:
+            lines = [f"{exc.source}:{p.line or '?'}: {p.field}: {p.message}" for p in exc.problems]
+            raise _fail("\n".join(lines), EXIT_INVALID) from None
+        except RingfenceError as exc:
+            from ringfence.server.errors import status_of
+            from ringfence.cli.client import exit_code_for
+
+            raise _fail(exc.message, exit_code_for(status_of(exc))) from None
+        except OSError as exc:
+            raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_INVALID) from None
+
+    return wrapper
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+# -- local commands ---------------------------------------------------------------------------------
+@app.command()
+@reports
+def init(data_dir: DataDir, json_out: Json = False) -> None:
+    """Create the database (SQLite in DATA_DIR, or RINGFENCE_DATABASE_URL) and an admin token."""
+    from ringfence.core.clock import SystemClock
+    from ringfence.store.access import create_api_token
+    from ringfence.store.db import Database, database_url, redact
+    from ringfence.store.schema import ApiToken
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "blobs").mkdir(exist_ok=True)
+    db = Database(database_url(data_dir))
+    try:
+        db.migrate()
+        with db.session() as s:
+            if s.query(ApiToken).filter(ApiToken.role == "admin").first() is not None:
+                raise _fail(f"{redact(db.url)} is already initialised (it has an admin token); the database was "
+                            "migrated to the newest schema and nothing else changed", EXIT_INVALID)
+            token_id, secret = create_api_token(s, name="admin", role="admin", now=SystemClock().now())
+    finally:
+        db.dispose()
+    result = {"data_dir": str(data_dir), "database": redact(db.url), "admin_token": secret, "token_id": token_id}
+    if json_out:
+        _print_json(result)
+        return
+    out.print(f"Initialised {result['database']}")
+    out.print("Admin token (shown once; keep it safe):")
+    out.print(secret, markup=False, highlight=False)
+
+
+@app.command()
+@reports
+def server(
+    data_dir: DataDir,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8470,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
+    poll_interval: Annotated[float, typer.Option(help="seconds between agent check-ins")] = 60.0,
+) -> None:
+    """Run the control plane (API, agent endpoints, reconciler)."""
+    import uvicorn
+
+    from ringfence.server.app import create_app
+    from ringfence.server.config import ServerConfig
+    from ringfence.server.logs import configure
+    from ringfence.store.db import Database, database_url, redact
+
+    if log_format not in ("text", "json"):
+        raise _fail(f"--log-format must be text or json, not {log_format!r}", EXIT_INVALID)
+    if poll_interval <= 0:
+        raise _fail("--poll-interval must be positive", EXIT_INVALID)
+    url = database_url(data_dir)
+    probe = Database(url)
+    try:
+        probe.check()
+        if not probe.is_current():
+            raise _fail(f"the database at {redact(url)} is not initialised or needs migrating; run "
+                        f"`ringfence init --data-dir {data_dir}`", EXIT_UNAVAILABLE)
+    finally:
+        probe.dispose()
+    log_config = configure(log_format)
+    config = ServerConfig(data_dir=data_dir, database_url=url, host=host, port=port, poll_interval_s=poll_interval)
+    uvicorn.run(create_app(config), host=host, port=port, log_config=log_config, access_log=False,
+                timeout_graceful_shutdown=5)
+
+
+@plan_app.command("check")
+@reports
+def plan_check(plan: Path, json_out: Json = False) -> None:
+    """Validate a plan file: exit 0, or non-zero naming the field and line of every problem."""
+    from ringfence.core.plan import parse_plan
+
+    parsed = parse_plan(plan.read_text(encoding="utf-8"), str(plan))
+    if json_out:
+        _print_json({"ok": True, "plan": parsed.as_dict()})
+        return
+    table = Table("#", "wave", "share", "max devices", "soak", "failure budget", title=f"plan {parsed.name}")
+    from ringfence.core.plan import format_duration
+
+    for i, w in enumerate(parsed.waves):
+        cap = ", ".join(f"{k} {v}" for k, v in (("total", w.cap.total), ("per stratum", w.cap.per_stratum)) if v)
+        table.add_row(str(i), w.name, f"{w.share:.2%}" if w.share is not None else "-", cap or "-",
+                      format_duration(w.soak), "-" if w.gates.failure_budget is None else str(w.gates.failure_budget))
+    out.print(table)
+    out.print(f"{plan}: ok ({len(parsed.waves)} waves, strata {' x '.join(parsed.strata)})")
+
+
+# -- remote commands --------------------------------------------------------------------------------
+@content_app.command("create")
+@reports
+def content_type_create(
+    name: str, category: Annotated[str, typer.Option("--category", help="rapid-response, system-critical, "
+                                                      "software or configuration")],
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Create a content type."""
+    with Client(server, token) as c:
+        result = c.post("/v1/content-types", {"name": name, "category": category})
+    _print_json(result) if json_out else out.print(f"content type {result['name']} ({result['category']}) created")
+
+
+@content_app.command("list")
+@reports
+def content_type_list(server: Server = None, token: Token = None, json_out: Json = False) -> None:
+    with Client(server, token) as c:
+        result = c.get("/v1/content-types")
+    if json_out:
+        _print_json(result)
+        return
+    table = Table("name", "category")
+    for ct in result["content_types"]:
+        table.add_row(ct["name"], ct["category"])
+    out.print(table)
+
+
+@token_app.command("create")
+@reports
+def enroll_token_create(
+    tenant: Annotated[str, typer.Option(help="tenant the enrolled devices belong to")] = "default",
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Create a token agents enroll with (shown once)."""
+    with Client(server, token) as c:
+        result = c.post("/v1/enroll-tokens", {"tenant": tenant})
+    if json_out:
+        _print_json(result)
+        return
+    out.print(f"Enrolment token for tenant {result['tenant']} (shown once):")
+    out.print(result["token"], markup=False, highlight=False)
+
+
+def _chunks(path: Path, progress: Progress | None, task: Any) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            if progress is not None:
+                progress.update(task, advance=len(chunk))
+            yield chunk
+
+
+@artifact_app.command("push")
+@reports
+def artifact_push(
+    file: Path,
+    content_type: Annotated[str, typer.Option("--type", help="content type")],
+    version: Annotated[str, typer.Option("--version", help="version of this artifact")],
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Upload FILE as an immutable artifact (its sha256 is declared and checked by the server)."""
+    import hashlib
+
+    size = file.stat().st_size
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    params = {"content_type": content_type, "version": version, "sha256": digest.hexdigest()}
+    with Client(server, token, timeout=600) as c:
+        if json_out or not sys.stderr.isatty():
+            result = c.upload("/v1/artifacts", _chunks(file, None, None), size, params)
+        else:
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), console=err, transient=True) as progress:
+                task = progress.add_task(f"uploading {file.name}", total=size)
+                result = c.upload("/v1/artifacts", _chunks(file, progress, task), size, params)
+    if json_out:
+        _print_json(result)
+    else:
+        out.print(f"{result['content_type']} {result['version']}: sha256 {result['sha256']} ({result['size']} bytes)")
+
+
+@artifact_app.command("list")
+@reports
+def artifact_list(
+    content_type: Annotated[str | None, typer.Option("--type")] = None,
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    with Client(server, token) as c:
+        result = c.get("/v1/artifacts", content_type=content_type)
+    if json_out:
+        _print_json(result)
+        return
+    table = Table("content type", "version", "sha256", "size", "created")
+    for a in result["artifacts"]:
+        table.add_row(a["content_type"], a["version"], a["sha256"][:16] + "…", str(a["size"]), a["created_at"])
+    out.print(table)
+
+
+@release_app.command("create")
+@reports
+def release_create(
+    content_type: Annotated[str, typer.Option("--type", help="content type")],
+    version: Annotated[str, typer.Option("--version", help="artifact version to release")],
+    plan: Annotated[Path, typer.Option("--plan", help="plan file (YAML)")],
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Create a release of an artifact with a plan; prints the release id."""
+    from ringfence.core.plan import parse_plan
+
+    text = plan.read_text(encoding="utf-8")
+    parse_plan(text, str(plan))  # fail fast, locally, with the file's own name
+    with Client(server, token) as c:
+        result = c.post("/v1/releases", {"content_type": content_type, "version": version, "plan": text,
+                                         "plan_origin": str(plan)})
+    if json_out:
+        _print_json(result)
+    else:
+        out.print(result["release"], markup=False, highlight=False)
+
+
+@release_app.command("list")
+@reports
+def release_list(
+    content_type: Annotated[str | None, typer.Option("--type")] = None,
+    phase: Annotated[str | None, typer.Option("--phase")] = None,
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    with Client(server, token) as c:
+        result = c.get("/v1/releases", content_type=content_type, phase=phase)
+    if json_out:
+        _print_json(result)
+        return
+    table = Table("release", "content type", "version", "plan", "phase", "wave", "created")
+    for r in result["releases"]:
+        table.add_row(r["release"], r["content_type"], r["version"], r["plan"], r["phase"], str(r["wave"]),
+                      r["created_at"])
+    out.print(table)
+
+
+def _rollout_action(action: str) -> Callable[..., None]:
+    @reports
+    def command(
+        release_id: str,
+        reason: Annotated[str, typer.Option("--reason", help="why; kept in the history")] = "",
+        server: Server = None, token: Token = None, json_out: Json = False,
+    ) -> None:
+        with Client(server, token) as c:
+            result = c.post(f"/v1/rollouts/{release_id}/{action}", {"reason": reason})
+        if json_out:
+            _print_json(result)
+        else:
+            out.print(f"{result['release']}: {result['phase']} (wave {result['wave'] + 1} of {len(result['waves'])}, "
+                      f"{result['wave_name']})")
+
+    command.__doc__ = {
+        "start": "Start rolling out a ready release (first wave).",
+        "pause": "Stop admitting new devices; routine, resume at will.",
+        "resume": "Resume a paused rollout, or a halted one (give --reason).",
+        "halt": "Stop admitting new devices because something is wrong; exposed devices keep the version.",
+        "rollback": "Send every device back to the baseline version.",
+    }[action]
+    return command
+
+
+for _action in ("start", "pause", "resume", "halt", "rollback"):
+    rollout_app.command(_action)(_rollout_action(_action))
+
+
+@rollout_app.command("status")
+@reports
+def rollout_status(release_id: str, server: Server = None, token: Token = None, json_out: Json = False) -> None:
+    """Show a rollout: phase, waves with exposure and failures, and its history."""
+    with Client(server, token) as c:
+        result = c.get(f"/v1/rollouts/{release_id}")
+    if json_out:
+        _print_json(result)
+        return
+    out.print(f"[bold]{result['release']}[/bold] {result['content_type']} {result['version']} "
+              f"plan {result['plan']}: [bold]{result['phase']}[/bold], wave {result['wave'] + 1} of "
+              f"{len(result['waves'])} ({result['wave_name']})")
+    table = Table("#", "wave", "state", "admitted", "exposed", "healthy", "failed")
+    for w in result["waves"]:
+        table.add_row(str(w["index"]), w["name"], w["state"], str(w["admitted"]), str(w["exposed"]),
+                      str(w["healthy"]), str(w["failed"]))
+    out.print(table)
+    history = Table("at", "from", "to", "actor", "reason", title="history")
+    for h in result["history"]:
+        history.add_row(h["at"], h["from"] or "-", h["to"], h["actor"], h["reason"])
+    out.print(history)
+
+
+@app.command()
+@reports
+def devices(
+    tenant: Annotated[str | None, typer.Option()] = None,
+    platform: Annotated[str | None, typer.Option()] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """List enrolled devices (filter by tenant, platform, region, tag)."""
+    with Client(server, token) as c:
+        result = c.get("/v1/devices", tenant=tenant, platform=platform, region=region, tag=tag, limit=limit,
+                       offset=offset)
+    if json_out:
+        _print_json(result)
+        return
+    table = Table("id", "tenant", "platform", "os", "region", "versions", "last seen",
+                  title=f"{result['total']} devices")
+    for d in result["devices"]:
+        versions = ", ".join(f"{k}={v}" for k, v in sorted(d["versions"].items()))
+        table.add_row(d["id"][:12], d["tenant"], d["platform"], d["os_version"], d["region"], versions,
+                      d["last_seen_at"] or "-")
+    out.print(table)
+
+
+def main() -> None:
+    app()

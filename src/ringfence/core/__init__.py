@@ -1,0 +1,1 @@
+"""Pure domain: models, plans, cohorts, rollout rules and the clock. No I/O lives here."""

@@ -1,0 +1,160 @@
+"""Cohorts: which devices a wave reaches, deterministically and within its caps.
+
+Invariants (property-tested in ``tests/unit/test_cohorts.py``):
+
+* **Stable membership.** ``bucket(salt, device)`` is a pure hash in [0, 1); a device's place in
+  the queue of a rollout never changes, and a device once admitted stays exposed (the caller
+  keeps admissions; waves are cumulative).
+* **Monotone growth.** With the same population and admissions, everything admissible at wave k
+  is admissible at wave k + 1.
+* **Never above a cap.** ``max_devices`` caps the devices a wave *adds*, in total and per
+  stratum. Caps become bucket thresholds from the stratum counts (so the right devices are
+  asked), and :func:`admit` checks the admission counters (so chance, late joiners and a
+  changing fleet can never push a wave past its cap).
+* **Late joiners** land in the first wave they would have been in, unless that wave's cap is
+  already full; then in the next wave that has room.
+
+A total cap is spread over every stratum the wave reaches (water-filling: equal shares, a
+stratum with fewer devices gives its unused share to the others), so a canary of 100 devices
+touches every platform x region instead of the largest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ringfence.core.models import DeviceAttributes, stratum_key
+from ringfence.core.plan import Plan, Wave
+
+_SCALE = float(1 << 64)
+
+
+def bucket(salt: str, device_id: str) -> float:
+    """The device's position in the rollout's queue: a uniform, stable value in [0, 1)."""
+    digest = hashlib.blake2b(f"{salt}\x00{device_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
+@dataclass(frozen=True, slots=True)
+class WaveCohort:
+    """One wave turned into numbers for the current fleet.
+
+    ``thresholds``: stratum -> bucket bound (a device below it is asked to join).
+    ``default_threshold``: for a stratum that did not exist when the table was built.
+    ``stratum_caps``: stratum -> devices this wave may add there (None: no cap).
+    ``total_cap``: devices this wave may add in all (None: no cap).
+    """
+
+    thresholds: Mapping[str, float]
+    default_threshold: float
+    stratum_caps: Mapping[str, int] | None
+    total_cap: int | None
+
+    def threshold(self, stratum: str) -> float:
+        return self.thresholds.get(stratum, self.default_threshold)
+
+    def cap(self, stratum: str) -> int | None:
+        if self.stratum_caps is None:
+            return None
+        return self.stratum_caps.get(stratum, 0)
+
+
+def cohort_table(plan: Plan, population: Mapping[DeviceAttributes, int]) -> tuple[WaveCohort, ...]:
+    """Turn every wave of ``plan`` into thresholds and per-stratum caps for ``population`` (a
+    count of devices per distinct attribute set; a fleet of millions has only thousands)."""
+    return tuple(_wave_cohort(plan, wave, population) for wave in plan.waves)
+
+
+def _wave_cohort(plan: Plan, wave: Wave, population: Mapping[DeviceAttributes, int]) -> WaveCohort:
+    counts: dict[str, int] = {}
+    for attrs, n in population.items():
+        if n > 0 and wave.selector.matches(attrs):
+            key = stratum_key(attrs, plan.strata)
+            counts[key] = counts.get(key, 0) + n
+    share = wave.share if wave.share is not None else 1.0
+    caps: dict[str, int] | None = None
+    if wave.cap.is_set:
+        caps = _allot(wave.cap.total, wave.cap.per_stratum, counts)
+    thresholds: dict[str, float] = {}
+    for key, n in counts.items():
+        t = share
+        if caps is not None:
+            t = min(t, _cap_threshold(caps[key], n))
+        thresholds[key] = t
+    # A stratum that appears after the table was built waits for the next table if the wave is
+    # capped (its allotment is unknown); an uncapped wave asks it at the plain share.
+    default = share if caps is None else 0.0
+    return WaveCohort(
+        thresholds=thresholds, default_threshold=default, stratum_caps=caps, total_cap=wave.cap.total
+    )
+
+
+def _cap_threshold(cap: int, n: int) -> float:
+    """A bucket bound that asks slightly more than ``cap`` of ``n`` devices (three standard
+    deviations of the binomial), so the cap fills despite chance; admission clips the rest."""
+    if cap <= 0 or n <= 0:
+        return 0.0
+    return min(1.0, (cap + 3.0 * math.sqrt(cap) + 1.0) / n)
+
+
+def _allot(total: int | None, per_stratum: int | None, counts: Mapping[str, int]) -> dict[str, int]:
+    """Spread ``total`` over strata by water-filling, never above ``per_stratum`` or a stratum's
+    own device count. Deterministic: strata are served in sorted order."""
+    limit = {k: min(n, per_stratum) if per_stratum is not None else n for k, n in counts.items()}
+    if total is None:
+        return {k: (per_stratum if per_stratum is not None else n) for k, n in counts.items()}
+    allotted = dict.fromkeys(counts, 0)
+    remaining = total
+    open_keys = sorted(k for k in counts if limit[k] > 0)
+    while remaining > 0 and open_keys:
+        share = max(1, remaining // len(open_keys))
+        still_open = []
+        for key in open_keys:
+            if remaining == 0:
+                break
+            give = min(share, limit[key] - allotted[key], remaining)
+            allotted[key] += give
+            remaining -= give
+            if allotted[key] < limit[key]:
+                still_open.append(key)
+        open_keys = still_open
+    return allotted
+
+
+@dataclass(frozen=True, slots=True)
+class Admissions:
+    """Read-only view of who a rollout has admitted so far: per (wave, stratum) and per wave."""
+
+    by_stratum: Mapping[tuple[int, str], int]
+    by_wave: Mapping[int, int]
+
+
+def admit(
+    plan: Plan,
+    table: tuple[WaveCohort, ...],
+    attrs: DeviceAttributes,
+    position: float,
+    current_wave: int,
+    admissions: Admissions,
+) -> int | None:
+    """The wave (index <= ``current_wave``) a not-yet-exposed device joins now, or None.
+
+    The caller records the admission before it hands out the version, so the counters it passes
+    next time include this device.
+    """
+    key = stratum_key(attrs, plan.strata)
+    for index in range(min(current_wave, len(plan.waves) - 1) + 1):
+        wave = plan.waves[index]
+        cohort = table[index]
+        if not wave.selector.matches(attrs) or position >= cohort.threshold(key):
+            continue
+        cap = cohort.cap(key)
+        if cap is not None and admissions.by_stratum.get((index, key), 0) >= cap:
+            continue
+        if cohort.total_cap is not None and admissions.by_wave.get(index, 0) >= cohort.total_cap:
+            continue
+        return index
+    return None

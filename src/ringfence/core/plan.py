@@ -1,0 +1,394 @@
+"""Plans: how a release reaches the fleet, as ordered, cumulative waves.
+
+A plan file is YAML. :func:`parse_plan` validates all of it and raises one :class:`PlanError`
+listing every problem with its dotted field path and 1-based line, so an engineer fixes a plan in
+one pass. A parsed :class:`Plan` is immutable; the server stores the source text and re-parses it,
+so what runs is always what was reviewed.
+
+Schema (every key is checked; unknown keys are errors, so typos never pass silently)::
+
+    name: rapid-content          # required
+    description: text            # optional
+    strata: [platform, region]   # optional; dimensions judged separately (default platform, region)
+    waves:                       # required, at least one, in order
+      - name: canary             # required, unique
+        selector:                # optional; default: every device
+          include: {platform: [windows], region: [eu-*], tags: [internal]}
+          exclude: {channel: [pause]}
+        share: 0.01              # cumulative fraction of the eligible fleet, 0 < share <= 1
+        max_devices: 100         # absolute cap: an int (total) or {total: N, per_stratum: M}
+        soak: 30m                # minimum time in the wave: 45s, 30m, 2h, 1d, 1h30m
+        gates:
+          failure_budget: 2      # halt when more distinct devices than this have failed
+
+A wave needs ``share`` or ``max_devices`` (or both: the smaller wins in every stratum).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import yaml
+
+from ringfence.core.errors import PlanError, PlanProblem
+from ringfence.core.models import DEFAULT_STRATA, STRATUM_DIMENSIONS, DeviceAttributes
+
+# Selector keys as written in plans, mapped to device attributes.
+SELECTOR_KEYS: Mapping[str, str] = {
+    "platform": "platform",
+    "os": "os_version",
+    "arch": "arch",
+    "region": "region",
+    "tenant": "tenant",
+    "channel": "channel",
+    "tags": "tags",
+}
+MAX_WAVES = 64
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which devices a wave may reach. Within ``include`` every listed dimension must match
+    (one of its patterns, shell-style globs allowed); any match in ``exclude`` rules a device
+    out. An empty selector matches every device."""
+
+    include: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def matches(self, attrs: DeviceAttributes) -> bool:
+        for key, patterns in self.include.items():
+            if not _dimension_matches(attrs, key, patterns):
+                return False
+        return not any(_dimension_matches(attrs, k, p) for k, p in self.exclude.items())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "include": {k: list(v) for k, v in self.include.items()},
+            "exclude": {k: list(v) for k, v in self.exclude.items()},
+        }
+
+
+def _dimension_matches(attrs: DeviceAttributes, key: str, patterns: tuple[str, ...]) -> bool:
+    if key == "tags":
+        return any(fnmatch.fnmatchcase(tag, p) for tag in attrs.tags for p in patterns)
+    value: str = getattr(attrs, SELECTOR_KEYS[key])
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """Absolute blast-radius caps, cumulative like shares: devices exposed by the end of the
+    wave, in total and in each stratum."""
+
+    total: int | None = None
+    per_stratum: int | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return self.total is not None or self.per_stratum is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """What must hold for a wave to stay open. ``failure_budget``: the number of distinct
+    failed devices the rollout may have while this wave is current; one more halts it."""
+
+    failure_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    name: str
+    selector: Selector
+    share: float | None
+    cap: Cap
+    soak: timedelta
+    gates: Gates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "selector": self.selector.as_dict(),
+            "share": self.share,
+            "max_devices": {"total": self.cap.total, "per_stratum": self.cap.per_stratum},
+            "soak_s": self.soak.total_seconds(),
+            "gates": {"failure_budget": self.gates.failure_budget},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    waves: tuple[Wave, ...]
+    strata: tuple[str, ...] = DEFAULT_STRATA
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "strata": list(self.strata),
+            "waves": [w.as_dict() for w in self.waves],
+        }
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``45s``, ``30m``, ``2h``, ``1d``, ``1h30m`` (or plain seconds) into a timedelta."""
+    text = text.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    m = _DURATION.fullmatch(text)
+    if not text or not m:
+        raise ValueError(f"{text!r} is not a duration like 45s, 30m, 2h, 1d or 1h30m")
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{seconds}s")
+    return "".join(parts)
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    """Validate and parse a plan. Raises :class:`PlanError` naming every bad field and line."""
+    checker = _Checker()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError([PlanProblem("<yaml>", f"not valid YAML: {problem}", line)], source) from None
+    plan = checker.plan(root)
+    if checker.problems or plan is None:
+        raise PlanError(checker.problems or [PlanProblem("<plan>", "empty plan", 1)], source)
+    return plan
+
+
+class _Checker:
+    """Walks the YAML node tree, collecting problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[PlanProblem] = []
+
+    def fail(self, path: str, node: yaml.Node | None, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(PlanProblem(path, message, line))
+
+    def mapping(
+        self,
+        node: yaml.Node | None,
+        path: str,
+        allowed: set[str],
+        required: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(path, node, "must be a mapping")
+            return None
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                self.fail(path, key_node, "keys must be strings")
+                continue
+            where = f"{path}.{key}" if path else key
+            if key in out:
+                self.fail(where, key_node, "appears twice")
+            elif key not in allowed:
+                self.fail(where, key_node, f"unknown field; expected one of {', '.join(sorted(allowed))}")
+            else:
+                out[key] = (key_node, value_node)
+        for key in sorted(required - out.keys()):
+            self.fail(f"{path}.{key}" if path else key, node, "is required")
+        return out
+
+    def scalar(self, node: yaml.Node, path: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(path, node, "must be a single value")
+            return None
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+
+    def string(self, node: yaml.Node, path: str) -> str | None:
+        value = self.scalar(node, path)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, node, f"must be a non-empty string, got {value!r}")
+            return None
+        return value
+
+    def string_list(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out: list[str] = []
+        for i, item in enumerate(items):
+            value = self.string(item, f"{path}[{i}]" if isinstance(node, yaml.SequenceNode) else path)
+            if value is not None:
+                out.append(value)
+        if not items:
+            self.fail(path, node, "must list at least one value")
+        return tuple(out)
+
+    def positive_int(self, node: yaml.Node, path: str, minimum: int = 1) -> int | None:
+        value = self.scalar(node, path)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(path, node, f"must be an integer >= {minimum}, got {value!r}")
+            return None
+        return value
+
+    def plan(self, root: yaml.Node | None) -> Plan | None:
+        fields = self.mapping(root, "", {"name", "description", "strata", "waves"}, {"name", "waves"})
+        if fields is None:
+            return None
+        name = self.string(fields["name"][1], "name") if "name" in fields else None
+        description = ""
+        if "description" in fields:
+            description = self.string(fields["description"][1], "description") or ""
+        strata = DEFAULT_STRATA
+        if "strata" in fields:
+            strata = self.strata(fields["strata"][1])
+        waves: list[Wave] = []
+        if "waves" in fields:
+            node = fields["waves"][1]
+            if not isinstance(node, yaml.SequenceNode) or not node.value:
+                self.fail("waves", node, "must be a non-empty list of waves")
+            elif len(node.value) > MAX_WAVES:
+                self.fail("waves", node, f"has {len(node.value)} waves; at most {MAX_WAVES}")
+            else:
+                seen: dict[str, int] = {}
+                for i, wave_node in enumerate(node.value):
+                    wave = self.wave(wave_node, f"waves[{i}]")
+                    if wave is None:
+                        continue
+                    if wave.name in seen:
+                        self.fail(
+                            f"waves[{i}].name",
+                            wave_node,
+                            f"{wave.name!r} is already the name of waves[{seen[wave.name]}]",
+                        )
+                    seen[wave.name] = i
+                    waves.append(wave)
+        if self.problems or name is None:
+            return None
+        return Plan(name=name, waves=tuple(waves), strata=strata, description=description)
+
+    def strata(self, node: yaml.Node) -> tuple[str, ...]:
+        dims = self.string_list(node, "strata") or ()
+        for i, dim in enumerate(dims):
+            if dim not in STRATUM_DIMENSIONS:
+                self.fail(
+                    f"strata[{i}]",
+                    node,
+                    f"unknown dimension {dim!r}; expected some of {', '.join(STRATUM_DIMENSIONS)}",
+                )
+        if len(set(dims)) != len(dims):
+            self.fail("strata", node, "lists a dimension twice")
+        return dims or DEFAULT_STRATA
+
+    def wave(self, node: yaml.Node, path: str) -> Wave | None:
+        fields = self.mapping(
+            node, path, {"name", "selector", "share", "max_devices", "soak", "gates"}, {"name", "soak"}
+        )
+        if fields is None:
+            return None
+        before = len(self.problems)
+        name = self.string(fields["name"][1], f"{path}.name") if "name" in fields else None
+        selector = (
+            self.selector(fields["selector"][1], f"{path}.selector") if "selector" in fields else Selector()
+        )
+        share = None
+        if "share" in fields:
+            share_node = fields["share"][1]
+            value = self.scalar(share_node, f"{path}.share")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                self.fail(
+                    f"{path}.share",
+                    share_node,
+                    f"must be a fraction with 0 < share <= 1 (1% is 0.01), got {value!r}",
+                )
+            else:
+                share = float(value)
+        cap = Cap()
+        if "max_devices" in fields:
+            cap = self.cap(fields["max_devices"][1], f"{path}.max_devices")
+        if share is None and not cap.is_set and "share" not in fields and "max_devices" not in fields:
+            self.fail(path, node, "needs share, max_devices or both: how many devices this wave reaches")
+        soak = timedelta(0)
+        if "soak" in fields:
+            soak_node = fields["soak"][1]
+            raw = self.scalar(soak_node, f"{path}.soak")
+            try:
+                soak = parse_duration(str(raw))
+            except ValueError as exc:
+                self.fail(f"{path}.soak", soak_node, str(exc))
+        gates = self.gates(fields["gates"][1], f"{path}.gates") if "gates" in fields else Gates()
+        if len(self.problems) > before or name is None:
+            return None
+        return Wave(name=name, selector=selector, share=share, cap=cap, soak=soak, gates=gates)
+
+    def selector(self, node: yaml.Node, path: str) -> Selector:
+        fields = self.mapping(node, path, {"include", "exclude", *SELECTOR_KEYS})
+        if fields is None:
+            return Selector()
+        shorthand = {k: v for k, v in fields.items() if k in SELECTOR_KEYS}
+        if shorthand and ("include" in fields or "exclude" in fields):
+            key_node = next(iter(shorthand.values()))[0]
+            self.fail(path, key_node, "use either include/exclude or plain keys, not both")
+            return Selector()
+        if shorthand:
+            return Selector(include=self.criteria_fields(shorthand, path))
+        include = self.criteria(fields["include"][1], f"{path}.include") if "include" in fields else {}
+        exclude = self.criteria(fields["exclude"][1], f"{path}.exclude") if "exclude" in fields else {}
+        return Selector(include=include, exclude=exclude)
+
+    def criteria(self, node: yaml.Node, path: str) -> dict[str, tuple[str, ...]]:
+        fields = self.mapping(node, path, set(SELECTOR_KEYS))
+        return self.criteria_fields(fields or {}, path)
+
+    def criteria_fields(
+        self, fields: dict[str, tuple[yaml.Node, yaml.Node]], path: str
+    ) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for key, (_, value_node) in fields.items():
+            values = self.string_list(value_node, f"{path}.{key}")
+            if values:
+                out[key] = values
+        return out
+
+    def cap(self, node: yaml.Node, path: str) -> Cap:
+        if isinstance(node, yaml.ScalarNode):
+            total = self.positive_int(node, path)
+            return Cap(total=total)
+        fields = self.mapping(node, path, {"total", "per_stratum"})
+        if fields is None:
+            return Cap()
+        if not fields:
+            self.fail(path, node, "needs total, per_stratum or both")
+        total = self.positive_int(fields["total"][1], f"{path}.total") if "total" in fields else None
+        per = (
+            self.positive_int(fields["per_stratum"][1], f"{path}.per_stratum")
+            if "per_stratum" in fields
+            else None
+        )
+        return Cap(total=total, per_stratum=per)
+
+    def gates(self, node: yaml.Node, path: str) -> Gates:
+        fields = self.mapping(node, path, {"failure_budget"})
+        if fields is None:
+            return Gates()
+        budget = None
+        if "failure_budget" in fields:
+            budget = self.positive_int(fields["failure_budget"][1], f"{path}.failure_budget", minimum=0)
+        return Gates(failure_budget=budget)

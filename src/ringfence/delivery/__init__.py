@@ -1,0 +1,1 @@
+"""Delivery: the content-addressed artifact store (TUF metadata and revocations build on it)."""

@@ -1,0 +1,2 @@
+"""The reconciler step: (rollout, observations, now) -> actions. Pure; the server and the
+simulator both drive it."""

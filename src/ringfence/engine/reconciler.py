@@ -1,0 +1,131 @@
+"""One reconciler step for one rollout: look at what was observed, decide what should happen.
+
+:func:`step` is pure: it returns :class:`Action` values (an intent, a reason a person can read,
+and the numbers behind it) and changes nothing. The caller passes each action through the rules
+in :mod:`ringfence.core.rollout` and records it, so a rule can still refuse. Decisions, in order:
+
+1. ``draft``: prepare once nothing is pending.
+2. ``rolling``: halt when the rollout has more distinct failed devices than the current wave's
+   failure budget; otherwise, once the wave's soak has passed, advance (or complete after the
+   last wave).
+3. ``rolling_back``: finish once no exposed device still reports the rolled-back version, or
+   when the confirmation window ends (saying how many never confirmed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ringfence.core.plan import Plan, format_duration
+from ringfence.core.rollout import Intent, Phase, RolloutState
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    """Safety limits of the engine, conservative by default."""
+
+    rollback_confirm_window: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Observations:
+    """What the control plane knows about one rollout right now.
+
+    ``failed_devices``: distinct devices of the rollout with a failure event (crash, failed
+    probe, rollback, automatic revert). ``failed_by_stratum`` breaks it down for the reason.
+    ``still_on_version``: exposed devices whose last report still names the rollout's version.
+    ``pending``: requirements that keep a draft from becoming ready.
+    """
+
+    failed_devices: int = 0
+    failed_by_stratum: Mapping[str, int] = field(default_factory=dict)
+    exposed_devices: int = 0
+    still_on_version: int = 0
+    pending: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    intent: Intent
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def step(
+    state: RolloutState,
+    plan: Plan,
+    obs: Observations,
+    now: datetime,
+    limits: EngineLimits | None = None,
+) -> list[Action]:
+    limits = limits or EngineLimits()
+    if state.phase is Phase.DRAFT:
+        return [] if obs.pending else [Action(Intent.PREPARE, "all requirements met")]
+    if state.phase is Phase.ROLLING:
+        return _rolling(state, plan, obs, now)
+    if state.phase is Phase.ROLLING_BACK:
+        return _rolling_back(state, obs, now, limits)
+    return []
+
+
+def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) -> list[Action]:
+    wave = plan.waves[state.wave]
+    budget = wave.gates.failure_budget
+    numbers: dict[str, Any] = {
+        "wave": state.wave,
+        "wave_name": wave.name,
+        "failed_devices": obs.failed_devices,
+        "exposed_devices": obs.exposed_devices,
+        "failure_budget": budget,
+    }
+    if budget is not None and obs.failed_devices > budget:
+        worst = sorted(obs.failed_by_stratum.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        where = ", ".join(f"{n} in {s}" for s, n in worst)
+        return [
+            Action(
+                Intent.HALT,
+                f"failure budget exceeded in wave {wave.name!r}: {obs.failed_devices} failed devices "
+                f"of {obs.exposed_devices} exposed > budget {budget}" + (f" ({where})" if where else ""),
+                {**numbers, "failed_by_stratum": dict(obs.failed_by_stratum)},
+            )
+        ]
+    started = state.wave_started_at
+    if started is None or now - started < wave.soak:
+        return []
+    soaked = f"soak {format_duration(wave.soak)} passed in wave {wave.name!r}"
+    tally = f"{obs.failed_devices} failed of {obs.exposed_devices} exposed"
+    if budget is not None:
+        tally += f", budget {budget}"
+    if state.wave + 1 >= len(plan.waves):
+        return [Action(Intent.COMPLETE, f"{soaked}; last wave done; {tally}", numbers)]
+    nxt = plan.waves[state.wave + 1]
+    return [Action(Intent.ADVANCE, f"{soaked}; {tally}; advancing to {nxt.name!r}", numbers)]
+
+
+def _rolling_back(
+    state: RolloutState, obs: Observations, now: datetime, limits: EngineLimits
+) -> list[Action]:
+    numbers = {"still_on_version": obs.still_on_version, "exposed_devices": obs.exposed_devices}
+    if obs.still_on_version == 0:
+        return [
+            Action(
+                Intent.FINISH_ROLLBACK,
+                f"all {obs.exposed_devices} exposed devices report the baseline again",
+                numbers,
+            )
+        ]
+    since = state.phase_changed_at
+    if since is not None and now - since >= limits.rollback_confirm_window:
+        return [
+            Action(
+                Intent.FINISH_ROLLBACK,
+                f"confirmation window {format_duration(limits.rollback_confirm_window)} ended; "
+                f"{obs.still_on_version} of {obs.exposed_devices} exposed devices never confirmed the "
+                "baseline (offline or unable to report)",
+                numbers,
+            )
+        ]
+    return []

@@ -1,0 +1,1 @@
+"""The control plane: FastAPI app, agent and admin APIs, background services."""

@@ -1,0 +1,198 @@
+"""The admin API: content types, artifacts, releases, rollouts, devices, enrolment tokens.
+
+Routes own their transaction (``rt.db.session()``) and run database work in a worker thread;
+every phase change goes through :func:`ringfence.store.releases.apply_intent` and is followed by
+a reload of the check-in snapshot, so the fleet sees it at its next check-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+
+from ringfence.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from ringfence.core.models import check_sha256, check_version, parse_category
+from ringfence.core.rollout import OPERATOR_INTENTS, Intent, Phase
+from ringfence.engine.reconciler import Observations, step
+from ringfence.server import auth
+from ringfence.server.auth import Actor
+from ringfence.server.schemas import ContentTypeIn, EnrollTokenIn, ReasonIn, ReleaseIn
+from ringfence.store import access, releases
+from ringfence.store.telemetry import rollout_status
+
+router = APIRouter(prefix="/v1")
+Reader = Annotated[Actor, Depends(auth.reader)]
+Operator = Annotated[Actor, Depends(auth.operator)]
+Releaser = Annotated[Actor, Depends(auth.releaser)]
+Admin = Annotated[Actor, Depends(auth.admin)]
+
+
+@router.post("/content-types", status_code=201)
+def create_content_type(body: ContentTypeIn, who: Admin, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    category = parse_category(body.category)
+    with rt.db.session() as s:
+        row = releases.create_content_type(s, body.name, category, actor=who.name, now=rt.clock.now())
+        return {"name": row.name, "category": row.category}
+
+
+@router.get("/content-types")
+def list_content_types(_: Reader, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        return {"content_types": [{"name": r.name, "category": r.category} for r in releases.list_content_types(s)]}
+
+
+@router.post("/artifacts", status_code=201)
+async def push_artifact(
+    request: Request,
+    content_type: Annotated[str, Query(max_length=128)],
+    version: Annotated[str, Query(max_length=128)],
+    sha256: Annotated[str | None, Query(description="declared hash; a mismatch is refused")] = None,
+) -> dict[str, Any]:
+    """Upload an artifact as the raw request body (streamed, hashed, stored by sha256)."""
+    rt = auth.runtime(request)
+    who = await asyncio.to_thread(auth.releaser, request)
+    check_version(version)
+    if sha256 is not None:
+        check_sha256(sha256)
+    limit = rt.config.max_artifact_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"artifact of {declared} bytes is larger than the limit of {limit} bytes", limit=limit)
+
+    def _known() -> None:
+        with rt.db.session() as s:
+            releases.ensure_new_artifact(s, content_type, version)
+
+    await asyncio.to_thread(_known)  # fail before reading a large body
+    blob = await rt.blobs.put_stream(request.stream(), max_bytes=limit, declared_sha256=sha256)
+
+    def _record() -> dict[str, Any]:
+        with rt.db.session() as s:
+            row = releases.create_artifact(s, content_type=content_type, version=version, sha256=blob.sha256,
+                                           size=blob.size, actor=who.name, now=rt.clock.now())
+            return releases.artifact_dict(row)
+
+    return await asyncio.to_thread(_record)
+
+
+@router.get("/artifacts")
+def list_artifacts(_: Reader, request: Request, content_type: str | None = None) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        return {"artifacts": [releases.artifact_dict(r) for r in releases.list_artifacts(s, content_type)]}
+
+
+@router.get("/artifacts/{sha256}", response_class=FileResponse)
+def download_artifact(sha256: str, request: Request) -> FileResponse:
+    """The artifact's bytes, for devices (device credential) and people (API token)."""
+    rt = auth.runtime(request)
+    secret = auth.bearer(request)
+    if rt.snapshot.authenticate(secret) is None:
+        auth.actor(request, auth.READ)
+    check_sha256(sha256)
+    path = rt.blobs.path(sha256)
+    if not path.is_file():
+        raise NotFound(f"no artifact with sha256 {sha256}", sha256=sha256)
+    return FileResponse(path, media_type="application/octet-stream",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.post("/releases", status_code=201)
+async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    who = await asyncio.to_thread(auth.releaser, request)
+
+    def _create() -> dict[str, Any]:
+        now = rt.clock.now()
+        with rt.db.session() as s:
+            row = releases.create_release(s, content_type=body.content_type, version=body.version,
+                                          plan_source=body.plan, plan_origin=body.plan_origin, actor=who.name,
+                                          now=now)
+            for action in step(releases.rollout_state(row), releases.release_plan(row), Observations(), now):
+                releases.apply_intent(s, row.id, action.intent, actor="system", reason=action.reason, now=now)
+            return rollout_status(s, row.id)
+
+    return await asyncio.to_thread(_create)
+
+
+@router.get("/releases")
+def list_releases(_: Reader, request: Request, content_type: str | None = None,
+                  phase: str | None = None) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    if phase is not None and phase not in {p.value for p in Phase}:
+        raise InvalidInput(f"unknown phase {phase!r}", field="phase", value=phase)
+    with rt.db.session() as s:
+        rows = releases.list_releases(s, content_type=content_type, phase=phase)
+        return {"releases": [{"release": r.id, "content_type": r.content_type, "version": r.version,
+                              "plan": r.plan_name, "phase": r.phase, "wave": r.wave,
+                              "created_at": r.created_at.isoformat(), "created_by": r.created_by} for r in rows]}
+
+
+@router.get("/releases/{release_id}")
+@router.get("/rollouts/{release_id}")
+def get_rollout(release_id: str, _: Reader, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        return rollout_status(s, release_id)
+
+
+@router.post("/rollouts/{release_id}/{action}")
+async def rollout_action(release_id: str, action: str, request: Request,
+                         body: ReasonIn | None = None) -> dict[str, Any]:
+    """start | pause | resume | halt | rollback, with an optional reason."""
+    try:
+        intent = Intent(action)
+    except ValueError:
+        intent = None
+    if intent is None or intent not in OPERATOR_INTENTS:
+        names = ", ".join(sorted(i.value for i in OPERATOR_INTENTS))
+        raise NotFound(f"unknown rollout action {action!r}; expected one of {names}", action=action)
+    needs = auth.RELEASE if intent is Intent.START else auth.OPERATE
+    rt = auth.runtime(request)
+    who = await asyncio.to_thread(auth.actor, request, needs)
+    reason = body.reason if body else ""
+
+    def _apply() -> dict[str, Any]:
+        with rt.db.session() as s:
+            releases.apply_intent(s, release_id, intent, actor=who.name, reason=reason, now=rt.clock.now())
+        with rt.db.session() as s:
+            return rollout_status(s, release_id)
+
+    status = await asyncio.to_thread(_apply)
+    await rt.reload_views()
+    return status
+
+
+@router.get("/devices")
+def list_devices(
+    _: Reader, request: Request,
+    tenant: str | None = None, platform: str | None = None, os_version: str | None = None,
+    arch: str | None = None, region: str | None = None, channel: str | None = None, tag: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    filters = {k: v for k, v in {"tenant": tenant, "platform": platform, "os_version": os_version, "arch": arch,
+                                 "region": region, "channel": channel}.items() if v is not None}
+    with rt.db.session() as s:
+        total, page = access.list_devices(s, filters, tag=tag, limit=limit, offset=offset)
+    return {"total": total, "limit": limit, "offset": offset, "devices": page}
+
+
+@router.post("/enroll-tokens", status_code=201)
+def create_enroll_token(body: EnrollTokenIn, who: Admin, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        token_id, secret = access.create_enroll_token(s, tenant=body.tenant, actor=who.name, now=rt.clock.now())
+    return {"id": token_id, "tenant": body.tenant, "token": secret}
+
+
+@router.get("/whoami")
+def whoami(who: Reader) -> dict[str, Any]:
+    return {"name": who.name, "role": who.role, "token_id": who.token_id}
+
+

@@ -1,0 +1,121 @@
+"""The agent API: enrolment and check-in.
+
+A check-in never reads the database. It authenticates against the snapshot, records what the
+device reports (sightings fire-and-forget; events durable), decides the desired version per
+content type from the snapshot, and persists any new admission before it answers. The
+response acknowledges event ids only once they are stored, so an agent that sends an intent and
+gets its id back knows the server counted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ringfence.core.errors import InvalidInput, Unauthorized
+from ringfence.core.models import DeviceAttributes
+from ringfence.server import auth
+from ringfence.server.runtime import Runtime
+from ringfence.server.schemas import AttributesIn, CheckInIn
+from ringfence.store import access
+from ringfence.store.access import Sighting
+from ringfence.store.telemetry import Admission, Event
+
+router = APIRouter(prefix="/v1/agent")
+
+
+def _attributes(body: AttributesIn, tenant: str) -> DeviceAttributes:
+    return DeviceAttributes(
+        platform=body.platform.lower(), os_version=body.os_version, arch=body.arch, region=body.region,
+        tenant=tenant, channel=body.channel, tags=frozenset(body.tags), agent_version=body.agent_version,
+    )
+
+
+@router.post("/enroll", status_code=201)
+async def enroll(body: AttributesIn, request: Request) -> dict[str, Any]:
+    """Trade an enrolment token for a device credential (shown once)."""
+    rt = auth.runtime(request)
+    secret = auth.bearer(request)
+
+    def _enroll() -> tuple[access.DeviceRecord, str]:
+        with rt.db.session() as s:
+            token = access.find_enroll_token(s, secret)
+            if token is None:
+                raise Unauthorized("the enrolment token is unknown or revoked")
+            return access.enroll_device(s, _attributes(body, token.tenant), rt.clock.now())
+
+    record, credential = await asyncio.to_thread(_enroll)
+    rt.snapshot.add_device(record)
+    return {"device_id": record.id, "credential": credential, "tenant": record.attributes.tenant,
+            "poll_interval_s": rt.config.poll_interval_s}
+
+
+@router.post("/checkin")
+async def checkin(body: CheckInIn, request: Request) -> dict[str, Any]:
+    rt = auth.runtime(request)
+    device_id = rt.snapshot.authenticate(auth.bearer(request))
+    if device_id is None:
+        raise Unauthorized("the device credential is unknown; enroll again")
+    if len(body.events) > rt.config.max_events_per_checkin:
+        raise InvalidInput(f"{len(body.events)} events in one check-in; at most {rt.config.max_events_per_checkin}",
+                           field="events", value=len(body.events))
+    return await _checkin(rt, device_id, body)
+
+
+async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
+    snap = rt.snapshot
+    now = rt.clock.now()
+    state = snap.devices[device_id]
+    moved = None
+    if body.attributes is not None:
+        attrs = _attributes(body.attributes, state.attributes.tenant)
+        # Channel is set by policy, not by the device: keep what the server knows.
+        attrs = replace(attrs, channel=state.attributes.channel)
+        if snap.update_attributes(device_id, attrs):
+            moved = attrs
+    changed_versions = snap.update_versions(device_id, body.versions)
+    rt.batcher.submit(Sighting(device_id, now, moved, changed_versions or None))
+
+    waits: list[asyncio.Future[None]] = []
+    for e in body.events:
+        event = Event(
+            device_id=device_id, event_id=e.id, release_id=snap.release_for(e.content_type, e.version),
+            content_type=e.content_type, version=e.version, kind=e.kind,
+            stratum=snap.stratum_of(device_id, e.content_type), at=e.at, received_at=now, details=e.details,
+        )
+        fut = rt.batcher.submit(event, durable=True)
+        assert fut is not None
+        waits.append(fut)
+
+    desired: dict[str, Any] = {}
+    admitted: list[tuple[str, str]] = []
+    for content_type in sorted(snap.content_types()):
+        decision, stratum = snap.decide(device_id, content_type)
+        target = decision.target
+        if decision.admit_wave is not None and stratum is not None and target is not None:
+            fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now),
+                                    durable=True)
+            assert fut is not None
+            waits.append(fut)
+            admitted.append((target.release_id or "", stratum))
+        if target is not None:
+            desired[content_type] = {
+                "version": target.version, "sha256": target.sha256, "size": target.size,
+                "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id,
+            }
+    if waits:
+        try:
+            await asyncio.gather(*waits)
+        except Exception:
+            for release_id, stratum in admitted:  # not stored: not handed out, not counted
+                snap.forget_admission(release_id, device_id, stratum)
+            raise
+    return {
+        "device_id": device_id,
+        "desired": desired,
+        "acked": [e.id for e in body.events],
+        "poll_interval_s": rt.config.poll_interval_s,
+    }

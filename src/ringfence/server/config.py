@@ -1,0 +1,32 @@
+"""Server settings and safety limits, in one typed place with conservative defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringfence.engine.reconciler import EngineLimits
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8470
+    # Agent traffic
+    poll_interval_s: float = 60.0  # told to agents; they add jitter
+    max_events_per_checkin: int = 200
+    # Artifacts
+    max_artifact_bytes: int = 512 * 1024 * 1024
+    # Background services
+    reconcile_interval_s: float = 0.5
+    flush_interval_s: float = 0.01
+    max_batch: int = 5_000
+    max_pending_writes: int = 200_000
+    population_refresh_s: float = 2.0
+    engine: EngineLimits = field(default_factory=EngineLimits)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

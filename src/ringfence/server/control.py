@@ -1,0 +1,165 @@
+"""Background control: loading rollout views for the snapshot, and the reconciler that drives
+every rollout through the engine on a fixed tick.
+
+Exactly one reconciler acts at a time. On PostgreSQL the leader holds a session-level advisory
+lock on a dedicated connection (another node keeps trying and takes over when the connection
+drops); on SQLite the server process already holds the data directory's lock file, so it is the
+leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from sqlalchemy import select, text
+
+from ringfence.core.assignment import RolloutView
+from ringfence.core.clock import Clock
+from ringfence.core.errors import Conflict, RingfenceError
+from ringfence.core.rollout import ACTIVE_PHASES, Phase
+from ringfence.engine.reconciler import EngineLimits, step
+from ringfence.server.snapshot import LoadedViews
+from ringfence.store.db import Database
+from ringfence.store.releases import (
+    apply_intent,
+    baseline_target,
+    content_type_names,
+    release_plan,
+    release_target,
+    rollout_state,
+)
+from ringfence.store.schema import ReleaseRow
+from ringfence.store.telemetry import load_admissions, observe
+
+log = logging.getLogger("ringfence.reconciler")
+
+ADVISORY_LOCK_KEY = 0x52494E47  # "RING"
+_TICKED_PHASES = (Phase.DRAFT.value, Phase.ROLLING.value, Phase.ROLLING_BACK.value)
+
+
+def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
+    """Read what the snapshot needs. Admissions are read only for rollouts the snapshot does not
+    hold yet (its own copy is newer than the database's)."""
+    with db.session() as s:
+        views: dict[str, RolloutView] = {}
+        admissions: dict[str, dict[str, tuple[int, str]]] = {}
+        live = [p.value for p in ACTIVE_PHASES]
+        for row in s.scalars(select(ReleaseRow).where(ReleaseRow.phase.in_(live))):
+            views[row.content_type] = RolloutView(
+                release_id=row.id, content_type=row.content_type, target=release_target(s, row),
+                baseline=baseline_target(s, row.content_type), phase=Phase(row.phase), wave=row.wave,
+                plan=release_plan(row), salt=row.salt, table=(),
+            )
+            if row.id not in known_admissions:
+                admissions[row.id] = load_admissions(s, row.id)
+        baselines = {ct: baseline_target(s, ct) for ct in content_type_names(s)}
+        by_version: dict[tuple[str, str], str] = {}
+        for rid, ct, version in s.execute(select(ReleaseRow.id, ReleaseRow.content_type, ReleaseRow.version)
+                                          .order_by(ReleaseRow.created_at, ReleaseRow.id)):
+            by_version[(ct, version)] = rid
+    return LoadedViews(views, baselines, admissions, by_version)
+
+
+class Leadership:
+    """Who may run the reconciler. SQLite: always this process (it owns the data dir)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Any = None
+
+    def acquire(self) -> bool:
+        if self._db.is_sqlite:
+            return True
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                return True
+            except Exception:
+                log.warning("lost the reconciler lock's connection; trying to take it again")
+                self.release()
+        try:
+            conn = self._db.engine.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
+            conn.commit()
+        except Exception as exc:
+            log.warning("cannot ask for the reconciler lock: %s", exc)
+            return False
+        if got:
+            self._conn = conn
+            log.info("this node now runs the reconciler")
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110 - closing a dead connection
+                pass
+            self._conn = None
+
+
+class Reconciler:
+    def __init__(self, db: Database, clock: Clock, limits: EngineLimits, interval_s: float,
+                 on_change: Callable[[], Awaitable[None]]) -> None:
+        self._db = db
+        self._clock = clock
+        self._limits = limits
+        self._interval = interval_s
+        self._on_change = on_change
+        self.leadership = Leadership(db)
+        self.ticks = 0
+        self.last_tick_s = 0.0
+        self.errors = 0
+
+    def tick(self) -> int:
+        """One pass over every rollout that may move on its own; returns how many changed."""
+        started = time.perf_counter()
+        with self._db.session() as s:
+            ids = list(s.scalars(select(ReleaseRow.id).where(ReleaseRow.phase.in_(_TICKED_PHASES))))
+        changed = 0
+        for release_id in ids:
+            changed += self._reconcile(release_id)
+        self.ticks += 1
+        self.last_tick_s = time.perf_counter() - started
+        return changed
+
+    def _reconcile(self, release_id: str) -> int:
+        now = self._clock.now()
+        try:
+            with self._db.session() as s:
+                row = s.get(ReleaseRow, release_id)
+                if row is None:
+                    return 0
+                state = rollout_state(row)
+                actions = step(state, release_plan(row), observe(s, row), now, self._limits)
+                for action in actions[:1]:  # one transition per tick; the next tick sees its effect
+                    apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
+                                 now=now, details=action.details, expected_revision=row.revision)
+                    log.info("release %s: %s (%s)", release_id, action.intent.value, action.reason)
+                    return 1
+        except Conflict as exc:
+            log.info("release %s: %s", release_id, exc.message)
+        except RingfenceError as exc:
+            self.errors += 1
+            log.error("release %s: reconciling failed: %s", release_id, exc.message)
+        return 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                leader = await asyncio.to_thread(self.leadership.acquire)
+                changed = await asyncio.to_thread(self.tick) if leader else 0
+                if changed:
+                    await self._on_change()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.errors += 1
+                log.exception("reconciler tick failed")
+            await asyncio.sleep(self._interval)

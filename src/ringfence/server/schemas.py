@@ -1,0 +1,59 @@
+"""Request bodies of the HTTP API (responses are plain JSON objects documented per route)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ringfence.core.models import EventKind
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContentTypeIn(_Strict):
+    name: str = Field(max_length=128)
+    category: str
+
+
+class ReleaseIn(_Strict):
+    content_type: str
+    version: str
+    plan: str = Field(description="the plan file's YAML text", max_length=256_000)
+    plan_origin: str = Field(default="<plan>", max_length=500, description="file name used in messages")
+
+
+class ReasonIn(_Strict):
+    reason: str = Field(default="", max_length=2000)
+
+
+class EnrollTokenIn(_Strict):
+    tenant: str = Field(default="default", max_length=200)
+
+
+class AttributesIn(_Strict):
+    platform: str = Field(min_length=1, max_length=64)
+    os_version: str = Field(default="", max_length=64)
+    arch: str = Field(default="", max_length=32)
+    region: str = Field(default="", max_length=64)
+    channel: str = Field(default="ga", max_length=32)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    agent_version: str = Field(default="", max_length=64)
+
+
+class EventIn(_Strict):
+    id: str = Field(min_length=1, max_length=64, description="unique per device; retries reuse it")
+    kind: EventKind
+    content_type: str = Field(max_length=128)
+    version: str = Field(max_length=128)
+    at: datetime
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckInIn(_Strict):
+    attributes: AttributesIn | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    events: list[EventIn] = Field(default_factory=list)

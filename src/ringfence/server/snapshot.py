@@ -1,0 +1,187 @@
+"""The in-memory fleet snapshot that answers check-ins without touching the database.
+
+It holds every device's credential hash and attributes, the population counted per distinct
+attribute set, one :class:`RolloutView` per content type with an active rollout (or the
+baseline), and each active rollout's admissions. All mutation happens on the event loop thread
+(check-in handlers are ``async`` and never await while deciding), so no lock is needed.
+
+Reads from the database (:meth:`load`) run in a worker thread and are installed with
+:meth:`install_views`; admissions of a rollout already in memory are kept, because the memory
+copy is a superset of what has been flushed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from ringfence.core.assignment import Decision, RolloutView, Target, decide
+from ringfence.core.cohorts import Admissions, cohort_table
+from ringfence.core.models import DeviceAttributes, stratum_key
+from ringfence.core.rollout import ACTIVE_PHASES, Phase
+from ringfence.store.access import DeviceRecord, hash_secret
+
+
+@dataclass(slots=True)
+class DeviceState:
+    credential_hash: str
+    attributes: DeviceAttributes
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RolloutAdmissions:
+    """Who a rollout admitted: device -> wave, plus the counters caps are checked against."""
+
+    waves: dict[str, int] = field(default_factory=dict)
+    by_stratum: Counter[tuple[int, str]] = field(default_factory=Counter)
+    by_wave: Counter[int] = field(default_factory=Counter)
+
+    def add(self, device_id: str, wave: int, stratum: str) -> None:
+        if device_id in self.waves:
+            return
+        self.waves[device_id] = wave
+        self.by_stratum[(wave, stratum)] += 1
+        self.by_wave[wave] += 1
+
+    def remove(self, device_id: str, stratum: str) -> None:
+        wave = self.waves.pop(device_id, None)
+        if wave is not None:
+            self.by_stratum[(wave, stratum)] -= 1
+            self.by_wave[wave] -= 1
+
+    def view(self) -> Admissions:
+        return Admissions(by_stratum=self.by_stratum, by_wave=self.by_wave)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedViews:
+    """What :meth:`FleetSnapshot.load`-style readers fetch from the database."""
+
+    views: dict[str, RolloutView]  # content type -> active rollout (table left empty)
+    baselines: dict[str, Target | None]  # content type -> baseline
+    admissions: dict[str, dict[str, tuple[int, str]]]  # release id -> device -> (wave, stratum)
+    releases_by_version: dict[tuple[str, str], str]  # (content type, version) -> newest release id
+
+
+class FleetSnapshot:
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceState] = {}
+        self.population: Counter[DeviceAttributes] = Counter()
+        self.views: dict[str, RolloutView] = {}
+        self.baselines: dict[str, Target | None] = {}
+        self.admissions: dict[str, RolloutAdmissions] = {}
+        self.releases_by_version: dict[tuple[str, str], str] = {}
+        self.population_changed = False
+        self.generation = 0
+
+    # -- devices -------------------------------------------------------------------------
+    def load_devices(self, records: Iterable[DeviceRecord]) -> None:
+        for record in records:
+            self.add_device(record)
+        self.population_changed = False
+
+    def add_device(self, record: DeviceRecord) -> None:
+        old = self.devices.get(record.id)
+        if old is not None:
+            self.population[old.attributes] -= 1
+        self.devices[record.id] = DeviceState(record.credential_hash, record.attributes)
+        self.population[record.attributes] += 1
+        self.population_changed = True
+
+    def authenticate(self, credential: str) -> str | None:
+        """The device id a credential (``<device id>.<secret>``) belongs to, or None."""
+        device_id, _, _ = credential.partition(".")
+        state = self.devices.get(device_id)
+        if state is None or not hmac.compare_digest(state.credential_hash, hash_secret(credential)):
+            return None
+        return device_id
+
+    def update_attributes(self, device_id: str, attrs: DeviceAttributes) -> bool:
+        """Record new self-reported attributes; True when they changed."""
+        state = self.devices[device_id]
+        if state.attributes == attrs:
+            return False
+        self.population[state.attributes] -= 1
+        if self.population[state.attributes] <= 0:
+            del self.population[state.attributes]
+        self.population[attrs] += 1
+        state.attributes = attrs
+        self.population_changed = True
+        return True
+
+    def update_versions(self, device_id: str, versions: dict[str, str]) -> dict[str, str]:
+        """Record reported versions; returns only those that changed."""
+        state = self.devices[device_id]
+        changed = {ct: v for ct, v in versions.items() if state.versions.get(ct) != v}
+        state.versions.update(changed)
+        return changed
+
+    # -- rollouts ------------------------------------------------------------------------
+    def install_views(self, loaded: LoadedViews) -> None:
+        for release_id, admitted in loaded.admissions.items():
+            if release_id not in self.admissions:
+                entry = RolloutAdmissions()
+                for device_id, (wave, stratum) in admitted.items():
+                    entry.add(device_id, wave, stratum)
+                self.admissions[release_id] = entry
+        live = {v.release_id for v in loaded.views.values()}
+        for release_id in list(self.admissions):
+            if release_id not in live:
+                del self.admissions[release_id]
+        self.views = {ct: self._with_table(v) for ct, v in loaded.views.items()}
+        self.baselines = loaded.baselines
+        self.releases_by_version = loaded.releases_by_version
+        self.population_changed = False
+        self.generation += 1
+
+    def refresh_tables(self) -> None:
+        """Recompute cohort thresholds after the fleet changed (devices joined or moved)."""
+        self.views = {ct: self._with_table(v) for ct, v in self.views.items()}
+        self.population_changed = False
+
+    def _with_table(self, view: RolloutView) -> RolloutView:
+        if view.phase is not Phase.ROLLING:
+            return view
+        return replace(view, table=cohort_table(view.plan, self.population))
+
+    def decide(self, device_id: str, content_type: str) -> tuple[Decision, str | None]:
+        """What the device should run for ``content_type``; the second value is the stratum
+        when this decision admits it (the caller must persist that before answering)."""
+        view = self.views.get(content_type)
+        if view is None:
+            return Decision(self.baselines.get(content_type)), None
+        state = self.devices[device_id]
+        admitted = self.admissions.setdefault(view.release_id, RolloutAdmissions())
+        decision = decide(view, device_id, state.attributes, admitted.waves.get(device_id), admitted.view())
+        if decision.admit_wave is None:
+            return decision, None
+        stratum = stratum_key(state.attributes, view.plan.strata)
+        admitted.add(device_id, decision.admit_wave, stratum)
+        return decision, stratum
+
+    def forget_admission(self, release_id: str, device_id: str, stratum: str) -> None:
+        """Undo an admission whose write failed: the device was not told, so it must not count."""
+        entry = self.admissions.get(release_id)
+        if entry is not None:
+            entry.remove(device_id, stratum)
+
+    def content_types(self) -> set[str]:
+        return set(self.views) | {ct for ct, t in self.baselines.items() if t is not None}
+
+    def release_for(self, content_type: str, version: str) -> str | None:
+        view = self.views.get(content_type)
+        if view is not None and view.target.version == version:
+            return view.release_id
+        return self.releases_by_version.get((content_type, version))
+
+    def stratum_of(self, device_id: str, content_type: str) -> str:
+        view = self.views.get(content_type)
+        strata = view.plan.strata if view is not None else ("platform", "region")
+        return stratum_key(self.devices[device_id].attributes, strata)
+
+
+def is_live(phase: Phase) -> bool:
+    return phase in ACTIVE_PHASES

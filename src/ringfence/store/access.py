@@ -1,0 +1,211 @@
+"""Credentials and devices: API tokens, enrolment tokens, device enrolment and listing.
+
+Secrets are shown once and stored only as SHA-256 hashes (they are long random strings, so a
+fast hash is enough; a slow password hash would buy nothing and cost every request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ringfence.core.clock import utc
+from ringfence.core.errors import InvalidInput
+from ringfence.core.models import DeviceAttributes
+from ringfence.store.schema import ApiToken, DeviceRow, DeviceVersion, EnrollToken
+
+ROLES = ("viewer", "operator", "releaser", "approver", "admin")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def create_api_token(s: Session, *, name: str, role: str, now: datetime) -> tuple[str, str]:
+    """Create an API token; returns (token id, the secret, shown once)."""
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; expected one of {', '.join(ROLES)}", field="role", value=role)
+    secret = _new_secret("rft")
+    token_id = uuid.uuid4().hex[:16]
+    s.add(ApiToken(id=token_id, name=name, token_hash=hash_secret(secret), role=role, created_at=now))
+    return token_id, secret
+
+
+def find_api_token(s: Session, secret: str, now: datetime) -> ApiToken | None:
+    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and utc(row.expires_at) <= now:
+        return None
+    return row
+
+
+def create_enroll_token(s: Session, *, tenant: str, actor: str, now: datetime) -> tuple[str, str]:
+    tenant = tenant.strip()
+    if not tenant or len(tenant) > 200:
+        raise InvalidInput("tenant must be a non-empty name of at most 200 characters", field="tenant",
+                           value=tenant)
+    secret = _new_secret("rfe")
+    token_id = uuid.uuid4().hex[:16]
+    s.add(EnrollToken(id=token_id, token_hash=hash_secret(secret), tenant=tenant, created_at=now,
+                      created_by=actor))
+    return token_id, secret
+
+
+def find_enroll_token(s: Session, secret: str) -> EnrollToken | None:
+    row = s.scalar(select(EnrollToken).where(EnrollToken.token_hash == hash_secret(secret)))
+    return row if row is not None and row.revoked_at is None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What the check-in path keeps in memory per device."""
+
+    id: str
+    credential_hash: str
+    attributes: DeviceAttributes
+
+
+def enroll_device(
+    s: Session, attrs: DeviceAttributes, now: datetime
+) -> tuple[DeviceRecord, str]:
+    """Register a device; returns its record and its credential (``<device id>.<secret>``)."""
+    device_id = uuid.uuid4().hex
+    credential = f"{device_id}.{secrets.token_urlsafe(32)}"
+    record = DeviceRecord(device_id, hash_secret(credential), attrs)
+    s.add(DeviceRow(
+        id=device_id, credential_hash=record.credential_hash, tenant=attrs.tenant, platform=attrs.platform,
+        os_version=attrs.os_version, arch=attrs.arch, region=attrs.region, channel=attrs.channel,
+        tags=sorted(attrs.tags), agent_version=attrs.agent_version, enrolled_at=now, last_seen_at=now,
+    ))
+    return record, credential
+
+
+def _attributes(row: DeviceRow) -> DeviceAttributes:
+    return DeviceAttributes(
+        platform=row.platform, os_version=row.os_version, arch=row.arch, region=row.region,
+        tenant=row.tenant, channel=row.channel, tags=frozenset(row.tags or ()),
+        agent_version=row.agent_version,
+    )
+
+
+def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecord]:
+    """Every device, streamed in primary-key order (for building the in-memory snapshot)."""
+    last = ""
+    while True:
+        rows = s.scalars(select(DeviceRow).where(DeviceRow.id > last).order_by(DeviceRow.id).limit(batch)).all()
+        if not rows:
+            return
+        for row in rows:
+            yield DeviceRecord(row.id, row.credential_hash, _attributes(row))
+        last = rows[-1].id
+
+
+DEVICE_FILTERS = ("tenant", "platform", "os_version", "arch", "region", "channel")
+
+
+def list_devices(
+    s: Session, filters: Mapping[str, str], *, tag: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[int, list[dict[str, Any]]]:
+    """Devices matching exact-value ``filters`` (keys from DEVICE_FILTERS), newest first, with
+    the versions each last reported. Returns (total matching, page)."""
+    query = select(DeviceRow)
+    for key, value in filters.items():
+        if key not in DEVICE_FILTERS:
+            raise InvalidInput(f"cannot filter devices by {key!r}", field=key, value=value)
+        query = query.where(getattr(DeviceRow, key) == value)
+    rows: Sequence[DeviceRow]
+    if tag is not None:  # JSON containment differs per backend; filter in Python, bounded by page
+        all_rows = [r for r in s.scalars(query.order_by(DeviceRow.id)).all() if tag in (r.tags or [])]
+        total, rows = len(all_rows), all_rows[offset:offset + limit]
+    else:
+        total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = s.scalars(query.order_by(DeviceRow.enrolled_at.desc(), DeviceRow.id).limit(limit).offset(offset)).all()
+    versions: dict[str, dict[str, str]] = {}
+    ids = [r.id for r in rows]
+    if ids:
+        for v in s.scalars(select(DeviceVersion).where(DeviceVersion.device_id.in_(ids))):
+            versions.setdefault(v.device_id, {})[v.content_type] = v.version
+    return total, [_device_dict(r, versions.get(r.id, {})) for r in rows]
+
+
+def _device_dict(row: DeviceRow, versions: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "id": row.id, "tenant": row.tenant, "platform": row.platform, "os_version": row.os_version,
+        "arch": row.arch, "region": row.region, "channel": row.channel, "tags": list(row.tags or []),
+        "agent_version": row.agent_version, "enrolled_at": utc(row.enrolled_at).isoformat(),
+        "last_seen_at": utc(row.last_seen_at).isoformat() if row.last_seen_at else None,
+        "versions": dict(versions),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One check-in's worth of device state, written in batches. ``attributes`` and
+    ``versions`` carry only what changed since the device's previous check-in."""
+
+    device_id: str
+    at: datetime
+    attributes: DeviceAttributes | None = None
+    versions: Mapping[str, str] | None = None
+
+
+def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
+    """Write last-seen, changed attributes and changed versions for many devices in a few
+    bulk statements. Later sightings of the same device win."""
+    latest: dict[str, Sighting] = {}
+    changed_versions: dict[tuple[str, str], tuple[str, datetime]] = {}
+    for sighting in sightings:
+        latest[sighting.device_id] = sighting
+        for content_type, version in (sighting.versions or {}).items():
+            changed_versions[(sighting.device_id, content_type)] = (version, sighting.at)
+    if not latest:
+        return
+    seen = [{"id": d, "last_seen_at": x.at} for d, x in latest.items() if x.attributes is None]
+    if seen:
+        s.execute(update(DeviceRow), seen)
+    moved = [
+        {"id": d, "last_seen_at": x.at, "platform": a.platform, "os_version": a.os_version, "arch": a.arch,
+         "region": a.region, "tags": sorted(a.tags), "agent_version": a.agent_version}
+        for d, x in latest.items() if (a := x.attributes) is not None
+    ]
+    if moved:
+        s.execute(update(DeviceRow), moved)
+    if changed_versions:
+        upsert(s, DeviceVersion, [
+            {"device_id": d, "content_type": ct, "version": v, "reported_at": at}
+            for (d, ct), (v, at) in changed_versions.items()
+        ], keys=("device_id", "content_type"), update_columns=("version", "reported_at"))
+
+
+def upsert(
+    s: Session, table: type[Any], rows: Sequence[Mapping[str, Any]], *, keys: Sequence[str],
+    update_columns: Sequence[str] = (),
+) -> None:
+    """INSERT ... ON CONFLICT for SQLite and PostgreSQL: update ``update_columns`` or, when
+    empty, keep the existing row."""
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert_fn(table)
+    if update_columns:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in update_columns})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    s.execute(stmt, list(rows))

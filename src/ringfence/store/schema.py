@@ -1,0 +1,182 @@
+"""Tables. Times are stored timezone-aware; SQLite hands them back naive and
+:func:`ringfence.core.clock.utc` restores the zone. Every change goes through Alembic
+(``store/migrations``); a test checks the models and the migrations agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Stamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+
+
+class EnrollToken(Base):
+    __tablename__ = "enroll_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(200), index=True)
+    platform: Mapped[str] = mapped_column(String(64))
+    os_version: Mapped[str] = mapped_column(String(64), default="")
+    arch: Mapped[str] = mapped_column(String(32), default="")
+    region: Mapped[str] = mapped_column(String(64), default="")
+    channel: Mapped[str] = mapped_column(String(32), default="ga")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    enrolled_at: Mapped[datetime] = mapped_column(Stamp)
+    last_seen_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+
+    __table_args__ = (Index("ix_devices_platform_region", "platform", "region"),)
+
+
+class DeviceVersion(Base):
+    """The version of each content type a device last reported running."""
+
+    __tablename__ = "device_versions"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128))
+    reported_at: Mapped[datetime] = mapped_column(Stamp)
+
+    __table_args__ = (Index("ix_device_versions_type_version", "content_type", "version"),)
+
+
+class ContentTypeRow(Base):
+    __tablename__ = "content_types"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_type: Mapped[str] = mapped_column(ForeignKey("content_types.name"))
+    version: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("content_type", "version", name="uq_artifacts_type_version"),)
+
+
+class ReleaseRow(Base):
+    """A release and the live state of its rollout (one row: a release has one rollout).
+    ``revision`` guards every phase change: an update names the revision it read, so of two
+    concurrent transitions one wins and the other gets a conflict."""
+
+    __tablename__ = "releases"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    content_type: Mapped[str] = mapped_column(ForeignKey("content_types.name"))
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    version: Mapped[str] = mapped_column(String(128))
+    plan_name: Mapped[str] = mapped_column(String(200))
+    plan_source: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+    phase: Mapped[str] = mapped_column(String(32))
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    wave_started_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    phase_changed_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_releases_type_phase", "content_type", "phase"),)
+
+
+class HistoryRow(Base):
+    __tablename__ = "rollout_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(Stamp)
+    intent: Mapped[str] = mapped_column(String(32))
+    from_phase: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_phase: Mapped[str] = mapped_column(String(32))
+    from_wave: Mapped[int] = mapped_column(Integer)
+    to_wave: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AdmissionRow(Base):
+    """A device admitted to a wave of a rollout: written before the device is told the version,
+    so caps hold across restarts."""
+
+    __tablename__ = "admissions"
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    stratum: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class EventRow(Base):
+    """An event a device reported. ``(device_id, event_id)`` is unique, so a retried report is
+    stored once."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(64))
+    release_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    content_type: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    stratum: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(Stamp)
+    received_at: Mapped[datetime] = mapped_column(Stamp)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
+        Index("ix_events_release_kind", "release_id", "kind"),
+    )

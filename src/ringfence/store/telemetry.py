@@ -1,0 +1,141 @@
+"""What devices did: admissions to waves, reported events, and the tallies the engine and the
+status page read from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from ringfence.core.clock import utc
+from ringfence.core.models import FAILURE_KINDS, EventKind
+from ringfence.core.rollout import Phase
+from ringfence.engine.reconciler import Observations
+from ringfence.store.access import upsert
+from ringfence.store.releases import get_release, history, release_plan
+from ringfence.store.schema import AdmissionRow, DeviceVersion, EventRow, ReleaseRow
+
+_FAILURES = [k.value for k in FAILURE_KINDS]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    release_id: str
+    device_id: str
+    wave: int
+    stratum: str
+    at: datetime
+
+
+def record_admissions(s: Session, admissions: Sequence[Admission]) -> None:
+    upsert(s, AdmissionRow, [
+        {"release_id": a.release_id, "device_id": a.device_id, "wave": a.wave, "stratum": a.stratum, "at": a.at}
+        for a in admissions
+    ], keys=("release_id", "device_id"))
+
+
+def load_admissions(s: Session, release_id: str) -> dict[str, tuple[int, str]]:
+    """device id -> (wave, stratum) for every device admitted to the rollout."""
+    rows = s.execute(select(AdmissionRow.device_id, AdmissionRow.wave, AdmissionRow.stratum)
+                     .where(AdmissionRow.release_id == release_id))
+    return {d: (w, st) for d, w, st in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    device_id: str
+    event_id: str
+    release_id: str | None
+    content_type: str
+    version: str
+    kind: EventKind
+    stratum: str
+    at: datetime
+    received_at: datetime
+    details: Mapping[str, Any]
+
+
+def record_events(s: Session, events: Iterable[Event]) -> None:
+    """Store events; a retried event (same device and event id) is stored once."""
+    upsert(s, EventRow, [
+        {"device_id": e.device_id, "event_id": e.event_id, "release_id": e.release_id,
+         "content_type": e.content_type, "version": e.version, "kind": e.kind.value, "stratum": e.stratum,
+         "at": e.at, "received_at": e.received_at, "details": dict(e.details)}
+        for e in events
+    ], keys=("device_id", "event_id"))
+
+
+def observe(s: Session, row: ReleaseRow) -> Observations:
+    """The engine's view of one rollout, read from admissions, events and reported versions."""
+    exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
+                       .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
+    by_stratum = dict(s.execute(
+        select(EventRow.stratum, func.count(func.distinct(EventRow.device_id)))
+        .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))
+        .group_by(EventRow.stratum)).tuples())
+    failed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
+                      .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))) or 0
+    still = 0
+    if row.phase == Phase.ROLLING_BACK.value:
+        still = s.scalar(
+            select(func.count()).select_from(AdmissionRow)
+            .join(DeviceVersion, and_(DeviceVersion.device_id == AdmissionRow.device_id,
+                                      DeviceVersion.content_type == row.content_type))
+            .where(AdmissionRow.release_id == row.id, DeviceVersion.version == row.version)) or 0
+    return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
+                        still_on_version=still)
+
+
+def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
+    return {w: n for w, n in s.execute(
+        select(AdmissionRow.wave, func.count(func.distinct(EventRow.device_id)))
+        .join(EventRow, and_(EventRow.release_id == AdmissionRow.release_id,
+                             EventRow.device_id == AdmissionRow.device_id))
+        .where(AdmissionRow.release_id == release_id, EventRow.kind.in_(kinds))
+        .group_by(AdmissionRow.wave)).tuples()}
+
+
+def _wave_state(phase: Phase, index: int, current: int) -> str:
+    if phase is Phase.COMPLETED or index < current:
+        return "done"
+    if index > current or phase in (Phase.DRAFT, Phase.READY):
+        return "pending"
+    return {Phase.ROLLING: "active", Phase.PAUSED: "paused", Phase.HALTED: "halted"}.get(phase, phase.value)
+
+
+def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
+    """The rollout as the CLI and dashboard show it (``ringfence rollout status --json``)."""
+    row = get_release(s, release_id)
+    plan = release_plan(row)
+    phase = Phase(row.phase)
+    admitted = dict(s.execute(select(AdmissionRow.wave, func.count()).where(AdmissionRow.release_id == row.id)
+                              .group_by(AdmissionRow.wave)).tuples())
+    exposed = _per_wave(s, row.id, [EventKind.INTENT.value])
+    failed = _per_wave(s, row.id, _FAILURES)
+    healthy = _per_wave(s, row.id, [EventKind.HEALTHY.value])
+    waves = []
+    for i, wave in enumerate(plan.waves):
+        waves.append({
+            "index": i, "name": wave.name, "state": _wave_state(phase, i, row.wave),
+            "admitted": admitted.get(i, 0), "exposed": exposed.get(i, 0), "failed": failed.get(i, 0),
+            "healthy": healthy.get(i, 0), "share": wave.share,
+            "max_devices": {"total": wave.cap.total, "per_stratum": wave.cap.per_stratum},
+            "soak_s": wave.soak.total_seconds(), "failure_budget": wave.gates.failure_budget,
+        })
+    return {
+        "release": row.id, "content_type": row.content_type, "version": row.version, "plan": row.plan_name,
+        "phase": phase.value, "wave": row.wave, "wave_name": plan.waves[row.wave].name,
+        "wave_started_at": utc(row.wave_started_at).isoformat() if row.wave_started_at else None,
+        "revision": row.revision, "created_at": utc(row.created_at).isoformat(), "created_by": row.created_by,
+        "totals": {k: sum(w[k] for w in waves) for k in ("admitted", "exposed", "failed", "healthy")},
+        "waves": waves,
+        "history": [{
+            "at": utc(h.at).isoformat(), "intent": h.intent, "from": h.from_phase, "to": h.to_phase,
+            "from_wave": h.from_wave, "to_wave": h.to_wave, "actor": h.actor, "reason": h.reason,
+            "details": h.details,
+        } for h in history(s, row.id)],
+    }
