@@ -68,8 +68,8 @@ def reports(fn: Callable[P, R]) -> Callable[P, R]:
             lines = [f"{exc.source}:{p.line or '?'}: {p.field}: {p.message}" for p in exc.problems]
             raise _fail("\n".join(lines), EXIT_INVALID) from None
         except RingfenceError as exc:
-            from ringfence.server.errors import status_of
             from ringfence.cli.client import exit_code_for
+            from ringfence.server.errors import status_of
 
             raise _fail(exc.message, exit_code_for(status_of(exc))) from None
         except OSError as exc:

@@ -10,6 +10,7 @@ leader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -97,10 +98,8 @@ class Leadership:
 
     def release(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead connection
                 self._conn.close()
-            except Exception:  # noqa: S110 - closing a dead connection
-                pass
             self._conn = None
 
 
@@ -147,7 +146,7 @@ class Reconciler:
             log.info("release %s: %s", release_id, exc.message)
         except RingfenceError as exc:
             self.errors += 1
-            log.error("release %s: reconciling failed: %s", release_id, exc.message)
+            log.error("release %s: reconciling failed: %s", release_id, exc.message)  # noqa: TRY400 - expected
         return 0
 
     async def run(self) -> None:

@@ -12,6 +12,7 @@ agent retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -60,10 +61,8 @@ class WriteBatcher:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval * 10)
-            except TimeoutError:
-                pass
             self._wake.clear()
             # Let concurrent requests join this batch (group commit).
             await asyncio.sleep(self._interval)
@@ -76,7 +75,7 @@ class WriteBatcher:
                 await asyncio.to_thread(self._write, [p.item for p in batch])
             except Exception as exc:
                 self.failures += 1
-                log.error("writing a batch of %d items failed: %s", len(batch), exc)
+                log.exception("writing a batch of %d items failed", len(batch))
                 error = exc if isinstance(exc, Unavailable) else Unavailable(f"could not store the report: {exc}")
                 for p in batch:
                     if p.done is not None and not p.done.done():

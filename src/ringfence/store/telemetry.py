@@ -76,7 +76,7 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
     by_stratum = dict(s.execute(
         select(EventRow.stratum, func.count(func.distinct(EventRow.device_id)))
         .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))
-        .group_by(EventRow.stratum)).tuples())
+        .group_by(EventRow.stratum)).tuples().all())
     failed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                       .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))) or 0
     still = 0
@@ -91,12 +91,12 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
 
 
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
-    return {w: n for w, n in s.execute(
+    return dict(s.execute(
         select(AdmissionRow.wave, func.count(func.distinct(EventRow.device_id)))
         .join(EventRow, and_(EventRow.release_id == AdmissionRow.release_id,
                              EventRow.device_id == AdmissionRow.device_id))
         .where(AdmissionRow.release_id == release_id, EventRow.kind.in_(kinds))
-        .group_by(AdmissionRow.wave)).tuples()}
+        .group_by(AdmissionRow.wave)).tuples().all())
 
 
 def _wave_state(phase: Phase, index: int, current: int) -> str:
@@ -113,7 +113,7 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
     plan = release_plan(row)
     phase = Phase(row.phase)
     admitted = dict(s.execute(select(AdmissionRow.wave, func.count()).where(AdmissionRow.release_id == row.id)
-                              .group_by(AdmissionRow.wave)).tuples())
+                              .group_by(AdmissionRow.wave)).tuples().all())
     exposed = _per_wave(s, row.id, [EventKind.INTENT.value])
     failed = _per_wave(s, row.id, _FAILURES)
     healthy = _per_wave(s, row.id, [EventKind.HEALTHY.value])
