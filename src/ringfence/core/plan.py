@@ -20,6 +20,7 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
         soak: 30m                # minimum time in the wave: 45s, 30m, 2h, 1d, 1h30m
         gates:
           failure_budget: 2      # halt when more distinct devices than this have failed
+          min_devices: 50        # do not promote before this many of the wave's devices are exposed
 
 A wave needs ``share`` or ``max_devices`` (or both: the smaller wins in every stratum).
 """
@@ -96,10 +97,16 @@ class Cap:
 
 @dataclass(frozen=True, slots=True)
 class Gates:
-    """What must hold for a wave to stay open. ``failure_budget``: the number of distinct
-    failed devices the rollout may have while this wave is current; one more halts it."""
+    """What must hold for a wave to stay open, and to be promoted.
+
+    ``failure_budget``: the number of distinct failed devices the rollout may have while this
+    wave is current; one more halts it. ``min_devices``: devices of this wave that must have
+    announced intent (be exposed) before it may be promoted, so a canary that soaked with
+    nobody in it proves nothing and waits instead.
+    """
 
     failure_budget: int | None = None
+    min_devices: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +125,7 @@ class Wave:
             "share": self.share,
             "max_devices": {"total": self.cap.total, "per_stratum": self.cap.per_stratum},
             "soak_s": self.soak.total_seconds(),
-            "gates": {"failure_budget": self.gates.failure_budget},
+            "gates": {"failure_budget": self.gates.failure_budget, "min_devices": self.gates.min_devices},
         }
 
 
@@ -385,10 +392,12 @@ class _Checker:
         return Cap(total=total, per_stratum=per)
 
     def gates(self, node: yaml.Node, path: str) -> Gates:
-        fields = self.mapping(node, path, {"failure_budget"})
+        fields = self.mapping(node, path, {"failure_budget", "min_devices"})
         if fields is None:
             return Gates()
-        budget = None
+        budget = minimum = None
         if "failure_budget" in fields:
             budget = self.positive_int(fields["failure_budget"][1], f"{path}.failure_budget", minimum=0)
-        return Gates(failure_budget=budget)
+        if "min_devices" in fields:
+            minimum = self.positive_int(fields["min_devices"][1], f"{path}.min_devices")
+        return Gates(failure_budget=budget, min_devices=minimum)

@@ -6,8 +6,8 @@ in :mod:`ringfence.core.rollout` and records it, so a rule can still refuse. Dec
 
 1. ``draft``: prepare once nothing is pending.
 2. ``rolling``: halt when the rollout has more distinct failed devices than the current wave's
-   failure budget; otherwise, once the wave's soak has passed, advance (or complete after the
-   last wave).
+   failure budget; otherwise, once the wave's soak has passed and it has exposed at least its
+   ``min_devices``, advance (or complete after the last wave).
 3. ``rolling_back``: finish once no exposed device still reports the rolled-back version, or
    when the confirmation window ends (saying how many never confirmed).
 """
@@ -36,13 +36,15 @@ class Observations:
 
     ``failed_devices``: distinct devices of the rollout with a failure event (crash, failed
     probe, rollback, automatic revert). ``failed_by_stratum`` breaks it down for the reason.
-    ``still_on_version``: exposed devices whose last report still names the rollout's version.
+    ``exposed_devices``: devices of the rollout that announced intent; ``wave_exposed``: those
+    admitted in the current wave. ``still_on_version``: exposed devices whose last report still names the rollout's version.
     ``pending``: requirements that keep a draft from becoming ready.
     """
 
     failed_devices: int = 0
     failed_by_stratum: Mapping[str, int] = field(default_factory=dict)
     exposed_devices: int = 0
+    wave_exposed: int = 0
     still_on_version: int = 0
     pending: tuple[str, ...] = ()
 
@@ -79,6 +81,7 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
         "wave_name": wave.name,
         "failed_devices": obs.failed_devices,
         "exposed_devices": obs.exposed_devices,
+        "wave_exposed": obs.wave_exposed,
         "failure_budget": budget,
     }
     if budget is not None and obs.failed_devices > budget:
@@ -95,6 +98,8 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
     started = state.wave_started_at
     if started is None or now - started < wave.soak:
         return []
+    if wave.gates.min_devices is not None and obs.wave_exposed < wave.gates.min_devices:
+        return []  # soaked, but too few devices to have proved anything: keep waiting
     soaked = f"soak {format_duration(wave.soak)} passed in wave {wave.name!r}"
     tally = f"{obs.failed_devices} failed of {obs.exposed_devices} exposed"
     if budget is not None:

@@ -79,6 +79,12 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
         .group_by(EventRow.stratum)).tuples().all())
     failed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                       .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))) or 0
+    wave_exposed = s.scalar(
+        select(func.count(func.distinct(EventRow.device_id)))
+        .join(AdmissionRow, and_(AdmissionRow.release_id == EventRow.release_id,
+                                 AdmissionRow.device_id == EventRow.device_id))
+        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value,
+               AdmissionRow.wave == row.wave)) or 0
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
         still = s.scalar(
@@ -87,7 +93,7 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
                                       DeviceVersion.content_type == row.content_type))
             .where(AdmissionRow.release_id == row.id, DeviceVersion.version == row.version)) or 0
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
-                        still_on_version=still)
+                        wave_exposed=wave_exposed, still_on_version=still)
 
 
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
@@ -125,6 +131,7 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
             "healthy": healthy.get(i, 0), "share": wave.share,
             "max_devices": {"total": wave.cap.total, "per_stratum": wave.cap.per_stratum},
             "soak_s": wave.soak.total_seconds(), "failure_budget": wave.gates.failure_budget,
+            "min_devices": wave.gates.min_devices,
         })
     return {
         "release": row.id, "content_type": row.content_type, "version": row.version, "plan": row.plan_name,
