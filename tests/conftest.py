@@ -30,7 +30,7 @@ def _pg_reachable() -> str | None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+    except Exception as exc:  # any failure means "not here"
         return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {str(exc).splitlines()[0]}"
     return None
 

@@ -37,7 +37,8 @@ class Observations:
     ``failed_devices``: distinct devices of the rollout with a failure event (crash, failed
     probe, rollback, automatic revert). ``failed_by_stratum`` breaks it down for the reason.
     ``exposed_devices``: devices of the rollout that announced intent; ``wave_exposed``: those
-    admitted in the current wave. ``still_on_version``: exposed devices whose last report still names the rollout's version.
+    admitted in the current wave. ``still_on_version``: exposed devices whose last report still
+    names the rollout's version.
     ``pending``: requirements that keep a draft from becoming ready.
     """
 
