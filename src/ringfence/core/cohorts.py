@@ -29,13 +29,19 @@ from dataclasses import dataclass
 from ringfence.core.models import DeviceAttributes, stratum_key
 from ringfence.core.plan import Plan, Wave
 
-_SCALE = float(1 << 64)
+_SCALE = float(1 << 53)  # a double holds 53 bits exactly: k / 2**53 < 1 for every k < 2**53
 
 
 def bucket(salt: str, device_id: str) -> float:
     """The device's position in the rollout's queue: a uniform, stable value in [0, 1)."""
     digest = hashlib.blake2b(f"{salt}\x00{device_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    return _fraction(int.from_bytes(digest, "big"))
+
+
+def _fraction(value: int) -> float:
+    """Map a 64-bit integer to [0, 1). Dividing all 64 bits by 2**64 would round the largest
+    values up to exactly 1.0 (above any threshold, even share 1.0); keep the top 53 bits."""
+    return (value >> 11) / _SCALE
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,7 +193,7 @@ class _Checker:
 
     def fail(self, path: str, node: yaml.Node | None, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
-        self.problems.append(PlanProblem(path, message, line))
+        self.problems.append(PlanProblem(path or "<plan>", message, line))
 
     def mapping(
         self,
@@ -237,16 +237,23 @@ class _Checker:
             return None
         return value
 
-    def string_list(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        out: list[str] = []
+    def string_items(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node, str]]:
+        """The valid strings of a value or a list of values, each with its own path and node
+        (so a later check can name the right index and line)."""
+        is_list = isinstance(node, yaml.SequenceNode)
+        items = node.value if is_list else [node]
+        out: list[tuple[str, yaml.Node, str]] = []
         for i, item in enumerate(items):
-            value = self.string(item, f"{path}[{i}]" if isinstance(node, yaml.SequenceNode) else path)
+            where = f"{path}[{i}]" if is_list else path
+            value = self.string(item, where)
             if value is not None:
-                out.append(value)
+                out.append((where, item, value))
         if not items:
             self.fail(path, node, "must list at least one value")
-        return tuple(out)
+        return out
+
+    def string_list(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        return tuple(value for _, _, value in self.string_items(node, path))
 
     def positive_int(self, node: yaml.Node, path: str, minimum: int = 1) -> int | None:
         value = self.scalar(node, path)
@@ -256,6 +263,8 @@ class _Checker:
         return value
 
     def plan(self, root: yaml.Node | None) -> Plan | None:
+        if root is None:
+            return None  # an empty document: parse_plan reports "empty plan"
         fields = self.mapping(root, "", {"name", "description", "strata", "waves"}, {"name", "waves"})
         if fields is None:
             return None
@@ -280,9 +289,13 @@ class _Checker:
                     if wave is None:
                         continue
                     if wave.name in seen:
+                        name_node = next(
+                            (v for k, v in wave_node.value if isinstance(k, yaml.ScalarNode) and k.value == "name"),
+                            wave_node,
+                        )
                         self.fail(
                             f"waves[{i}].name",
-                            wave_node,
+                            name_node,
                             f"{wave.name!r} is already the name of waves[{seen[wave.name]}]",
                         )
                     seen[wave.name] = i
@@ -292,12 +305,13 @@ class _Checker:
         return Plan(name=name, waves=tuple(waves), strata=strata, description=description)
 
     def strata(self, node: yaml.Node) -> tuple[str, ...]:
-        dims = self.string_list(node, "strata") or ()
-        for i, dim in enumerate(dims):
+        items = self.string_items(node, "strata")
+        dims = tuple(dim for _, _, dim in items)
+        for where, item, dim in items:
             if dim not in STRATUM_DIMENSIONS:
                 self.fail(
-                    f"strata[{i}]",
-                    node,
+                    where,
+                    item,
                     f"unknown dimension {dim!r}; expected some of {', '.join(STRATUM_DIMENSIONS)}",
                 )
         if len(set(dims)) != len(dims):
