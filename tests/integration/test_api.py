@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.integration.conftest import Api, Caller, error_of, make_api
 
 CT = "sensor/ipc-templates"
