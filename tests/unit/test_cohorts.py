@@ -478,12 +478,6 @@ def test_selector_keeps_other_devices_out(current: int) -> None:
     assert admit(plan, table, outsider, 0.99, current, NO_ADMISSIONS) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, reported: a capped wave's bucket bound is computed from position 0 "
-    "(cap/n), but its cap counts only the devices the wave adds; when an earlier wave already covered "
-    "those positions, the capped wave asks nobody new",
-)
 def test_a_capped_wave_after_a_wider_share_still_adds_devices() -> None:
     plan = plan_of(wave("tenth", share=0.1), wave("capped-half", share=0.5, total=15))
     fleet = [f"device-{i}" for i in range(300)]

@@ -273,7 +273,7 @@ SINGLE_PROBLEMS = [
      "waves[0].selector", "tags: [internal]", "either include/exclude or plain keys"),
     ("selector-empty-list", wave_plan("selector:", "  platform: []", "share: 1", "soak: 1m"),
      "waves[0].selector.platform", "platform: []", "at least one value"),
-    ("selector-number-item", wave_plan("selector:", "  include:", "    region: [eu-west, 7]", "share: 1",
+    ("selector-bool-item", wave_plan("selector:", "  include:", "    region: [eu-west, true]", "share: 1",
                                        "soak: 1m"),
      "waves[0].selector.include.region[1]", "region:", "non-empty string"),
     ("selector-not-a-mapping", wave_plan("selector: windows", "share: 1", "soak: 1m"), "waves[0].selector",
@@ -537,3 +537,16 @@ def test_exclude_always_wins_over_include(platform: str, region: str) -> None:
     assert Selector(include={"region": ("*",)}).matches(attrs)
     assert not Selector(include={"region": ("*",)}, exclude={"platform": (platform,)}).matches(attrs)
     assert Selector(include={"region": (region,)}).matches(attrs)
+
+
+def test_selector_numbers_are_labels_as_written() -> None:
+    plan = parse_plan("name: p\nwaves:\n  - name: a\n    selector: {os: [11, 10.10]}\n    share: 1\n    soak: 90\n")
+    assert plan.waves[0].selector.include == {"os": ("11", "10.10")}
+    assert plan.waves[0].soak.total_seconds() == 90
+
+
+def test_soak_is_never_read_as_base_60() -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan("name: p\nwaves:\n  - name: a\n    share: 1\n    soak: 1:30\n")
+    assert caught.value.problems[0].field == "waves[0].soak"
+    assert caught.value.problems[0].line == 5

@@ -272,3 +272,10 @@ def test_a_whole_life_through_the_rules() -> None:
         assert after.from_phase is before.to_phase
         assert after.from_wave == before.to_wave
         assert after.at > before.at
+
+
+@pytest.mark.parametrize("phase", [Phase.PAUSED, Phase.HALTED])
+def test_resume_restarts_the_soak_of_the_current_wave(phase: Phase) -> None:
+    state = RolloutState(phase, 2, WAVES, wave_started_at=T0, phase_changed_at=T0)
+    new, _ = transition(state, Intent.RESUME, actor="bob", reason="fixed upstream", now=NOW)
+    assert new == RolloutState(Phase.ROLLING, 2, WAVES, wave_started_at=NOW, phase_changed_at=NOW)

@@ -71,39 +71,56 @@ class WaveCohort:
 def cohort_table(plan: Plan, population: Mapping[DeviceAttributes, int]) -> tuple[WaveCohort, ...]:
     """Turn every wave of ``plan`` into thresholds and per-stratum caps for ``population`` (a
     count of devices per distinct attribute set; a fleet of millions has only thousands)."""
-    return tuple(_wave_cohort(plan, wave, population) for wave in plan.waves)
+    groups = [
+        (attrs, n, stratum_key(attrs, plan.strata), tuple(w.selector.matches(attrs) for w in plan.waves))
+        for attrs, n in population.items() if n > 0
+    ]
+    table: list[WaveCohort] = []
+    for index, wave in enumerate(plan.waves):
+        # Per stratum: (devices, bucket bound below which an earlier wave already asks them).
+        reach: dict[str, list[tuple[int, float]]] = {}
+        for _, n, key, matches in groups:
+            if matches[index]:
+                taken = max((table[j].threshold(key) for j in range(index) if matches[j]), default=0.0)
+                reach.setdefault(key, []).append((n, taken))
+        table.append(_wave_cohort(wave, reach))
+    return tuple(table)
 
 
-def _wave_cohort(plan: Plan, wave: Wave, population: Mapping[DeviceAttributes, int]) -> WaveCohort:
-    counts: dict[str, int] = {}
-    for attrs, n in population.items():
-        if n > 0 and wave.selector.matches(attrs):
-            key = stratum_key(attrs, plan.strata)
-            counts[key] = counts.get(key, 0) + n
+def _wave_cohort(wave: Wave, reach: Mapping[str, list[tuple[int, float]]]) -> WaveCohort:
     share = wave.share if wave.share is not None else 1.0
-    caps: dict[str, int] | None = None
-    if wave.cap.is_set:
-        caps = _allot(wave.cap.total, wave.cap.per_stratum, counts)
-    thresholds: dict[str, float] = {}
-    for key, n in counts.items():
-        t = share
-        if caps is not None:
-            t = min(t, _cap_threshold(caps[key], n))
-        thresholds[key] = t
-    # A stratum that appears after the table was built waits for the next table if the wave is
-    # capped (its allotment is unknown); an uncapped wave asks it at the plain share.
-    default = share if caps is None else 0.0
-    return WaveCohort(
-        thresholds=thresholds, default_threshold=default, stratum_caps=caps, total_cap=wave.cap.total
-    )
+    if not wave.cap.is_set:
+        return WaveCohort(thresholds=dict.fromkeys(reach, share), default_threshold=share, stratum_caps=None,
+                          total_cap=None)
+    # A cap counts the devices this wave *adds*: those earlier waves do not already ask.
+    available = {key: int(sum(n * max(0.0, share - taken) for n, taken in group)) for key, group in reach.items()}
+    caps = _allot(wave.cap.total, wave.cap.per_stratum, available)
+    thresholds = {key: min(share, _cap_threshold(caps[key], group)) for key, group in reach.items()}
+    # A stratum that appears after the table was built waits for the next table (its allotment
+    # is unknown).
+    return WaveCohort(thresholds=thresholds, default_threshold=0.0, stratum_caps=caps, total_cap=wave.cap.total)
 
 
-def _cap_threshold(cap: int, n: int) -> float:
-    """A bucket bound that asks slightly more than ``cap`` of ``n`` devices (three standard
-    deviations of the binomial), so the cap fills despite chance; admission clips the rest."""
-    if cap <= 0 or n <= 0:
+def _cap_threshold(cap: int, group: list[tuple[int, float]]) -> float:
+    """The bucket bound that asks slightly more than ``cap`` new devices (three standard
+    deviations of the binomial, so the cap fills despite chance; admission clips the rest).
+
+    ``group`` lists (devices, bound already asked by earlier waves); a bound ``t`` asks
+    ``sum(n * max(0, t - taken))`` new devices, a piecewise-linear, increasing function of ``t``
+    that is solved exactly.
+    """
+    if cap <= 0:
         return 0.0
-    return min(1.0, (cap + 3.0 * math.sqrt(cap) + 1.0) / n)
+    target = cap + 3.0 * math.sqrt(cap) + 1.0
+    asked, slope, at = 0.0, 0, 0.0
+    for n, taken in sorted(group, key=lambda g: g[1]):
+        if slope and asked + slope * (taken - at) >= target:
+            break
+        asked += slope * (taken - at)
+        at, slope = taken, slope + n
+    if slope == 0:
+        return 1.0
+    return min(1.0, at + (target - asked) / slope)
 
 
 def _allot(total: int | None, per_stratum: int | None, counts: Mapping[str, int]) -> dict[str, int]:

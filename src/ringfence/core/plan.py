@@ -16,7 +16,7 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
           include: {platform: [windows], region: [eu-*], tags: [internal]}
           exclude: {channel: [pause]}
         share: 0.01              # cumulative fraction of the eligible fleet, 0 < share <= 1
-        max_devices: 100         # absolute cap: an int (total) or {total: N, per_stratum: M}
+        max_devices: 100         # devices this wave may add: an int (total) or {total: N, per_stratum: M}
         soak: 30m                # minimum time in the wave: 45s, 30m, 2h, 1d, 1h30m
         gates:
           failure_budget: 2      # halt when more distinct devices than this have failed
@@ -84,8 +84,9 @@ def _dimension_matches(attrs: DeviceAttributes, key: str, patterns: tuple[str, .
 
 @dataclass(frozen=True, slots=True)
 class Cap:
-    """Absolute blast-radius caps, cumulative like shares: devices exposed by the end of the
-    wave, in total and in each stratum."""
+    """Absolute blast-radius caps: the devices this wave may *add* (beyond those earlier waves
+    exposed), in total and in each stratum. Shares are cumulative; caps are not, so the most
+    devices exposed by the end of wave k is the sum of the caps of waves 0..k."""
 
     total: int | None = None
     per_stratum: int | None = None
@@ -183,6 +184,23 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     if checker.problems or plan is None:
         raise PlanError(checker.problems or [PlanProblem("<plan>", "empty plan", 1)], source)
     return plan
+
+
+def _numbers_as_text(node: yaml.Node) -> yaml.Node:
+    """Selector values are labels: ``os: [11, 10.15]`` means the strings "11" and "10.15", as
+    written (YAML would make numbers of them and drop the trailing zero of 10.10)."""
+
+    def text(item: yaml.Node) -> yaml.Node:
+        if isinstance(item, yaml.ScalarNode) and item.style is None and item.tag in (_INT_TAG, _FLOAT_TAG):
+            return yaml.ScalarNode(_STR_TAG, item.value, item.start_mark, item.end_mark, style="'")
+        return item
+
+    if isinstance(node, yaml.SequenceNode):
+        return yaml.SequenceNode(node.tag, [text(i) for i in node.value], node.start_mark, node.end_mark)
+    return text(node)
+
+
+_INT_TAG, _FLOAT_TAG, _STR_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str"
 
 
 class _Checker:
@@ -349,11 +367,13 @@ class _Checker:
         soak = timedelta(0)
         if "soak" in fields:
             soak_node = fields["soak"][1]
-            raw = self.scalar(soak_node, f"{path}.soak")
-            try:
-                soak = parse_duration(str(raw))
-            except ValueError as exc:
-                self.fail(f"{path}.soak", soak_node, str(exc))
+            if not isinstance(soak_node, yaml.ScalarNode):
+                self.fail(f"{path}.soak", soak_node, "must be a duration like 45s, 30m, 2h, 1d or 1h30m")
+            else:
+                try:  # the source text, so YAML never reads 1:30 as base-60 seconds
+                    soak = parse_duration(soak_node.value)
+                except ValueError as exc:
+                    self.fail(f"{path}.soak", soak_node, str(exc))
         gates = self.gates(fields["gates"][1], f"{path}.gates") if "gates" in fields else Gates()
         if len(self.problems) > before or name is None:
             return None
@@ -383,7 +403,7 @@ class _Checker:
     ) -> dict[str, tuple[str, ...]]:
         out: dict[str, tuple[str, ...]] = {}
         for key, (_, value_node) in fields.items():
-            values = self.string_list(value_node, f"{path}.{key}")
+            values = self.string_list(_numbers_as_text(value_node), f"{path}.{key}")
             if values:
                 out[key] = values
         return out

@@ -15,7 +15,8 @@ Phases::
 * ``rolling``: new devices are admitted up to the current wave. ``paused``: a person stopped
   admissions; resuming is routine. ``halted``: a gate or a person stopped admissions because
   something is wrong; already exposed devices keep the version (halt is not rollback), and
-  resuming needs a stated reason.
+  resuming needs a stated reason. Resuming restarts the current wave's soak: time spent
+  paused or halted proved nothing.
 * ``rolling_back``: every device is told to run the baseline (last completed release);
   ``rolled_back`` once exposed devices confirm it, or the confirmation window ends.
 * ``completed``: the last wave passed; the version becomes the content type's baseline.
@@ -154,6 +155,10 @@ class _Resume(Rule):
         if ctx.active_sibling:
             return f"release {ctx.active_sibling} of the same content type is active"
         return None
+
+    def next_state(self, state: RolloutState, now: datetime) -> RolloutState:
+        # The wave soaks in full again: time spent paused or halted proved nothing.
+        return replace(state, phase=Phase.ROLLING, wave_started_at=now, phase_changed_at=now)
 
 
 class _Halt(Rule):
