@@ -23,7 +23,7 @@ import httpx
 
 from tests.conftest import free_port
 
-RINGFENCE = [sys.executable, "-m", "ringfence.cli.main"]
+RINGFENCE = [sys.executable, "-m", "ringfence"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,

@@ -1,0 +1,97 @@
+"""The server as a process: it refuses to start on a database it cannot use, and a SIGKILL in
+the middle of a rollout loses nothing — it restarts into the same state and keeps every cap."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import Device, ServerProcess, run_cli
+
+pytestmark = pytest.mark.e2e
+
+CT = "agent/binary"
+PLAN = """
+name: capped
+waves:
+  - name: canary
+    max_devices: {total: 4}
+    soak: 1h
+    gates: {failure_budget: 5}
+  - name: everyone
+    share: 1.0
+    soak: 1h
+"""
+
+
+def test_server_refuses_an_unreachable_database(tmp_path: Path) -> None:
+    env = {"RINGFENCE_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/nothing"}
+    init = run_cli("init", "--data-dir", str(tmp_path), env=env)
+    assert init.returncode == 6
+    assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/nothing" in init.stderr
+    serve = run_cli("server", "--data-dir", str(tmp_path), "--port", "1", env=env)
+    assert serve.returncode == 6
+    assert "cannot reach the database" in serve.stderr
+
+
+def test_server_refuses_an_uninitialised_data_dir(tmp_path: Path) -> None:
+    serve = run_cli("server", "--data-dir", str(tmp_path))
+    assert serve.returncode == 6
+    assert "not initialised" in serve.stderr
+    assert "ringfence init --data-dir" in serve.stderr
+
+
+def test_init_twice_keeps_the_first_admin_token(tmp_path: Path) -> None:
+    first = run_cli("init", "--data-dir", str(tmp_path), "--json", check=True)
+    assert json.loads(first.stdout)["admin_token"].startswith("rft_")
+    second = run_cli("init", "--data-dir", str(tmp_path), "--json")
+    assert second.returncode == 2
+    assert "already initialised" in second.stderr
+
+
+def test_sigkill_mid_rollout_restarts_into_the_same_state(server: ServerProcess) -> None:
+    with server.client() as admin:
+        admin.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
+        enroll = admin.post("/v1/enroll-tokens", json={}).json()["token"]
+        admin.post("/v1/artifacts", params={"content_type": CT, "version": "2.0"}, content=b"agent 2.0",
+                   headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+        release_id = admin.post("/v1/releases", json={"content_type": CT, "version": "2.0",
+                                                      "plan": PLAN}).json()["release"]
+        devices = [Device(server.url, platform=p, region=r).enroll(enroll)
+                   for p in ("windows", "macos") for r in ("eu", "us") for _ in range(3)]
+        time.sleep(2.5)  # let the server count the fleet
+        admin.post(f"/v1/rollouts/{release_id}/start").raise_for_status()
+        told = [d.update(CT) for d in devices[:6]]
+        assert told.count("2.0") <= 4
+        before = admin.get(f"/v1/rollouts/{release_id}").json()
+    # Crashes reported just before the kill are durable (acknowledged = stored).
+    exposed = [d for d in devices if d.versions.get(CT) == "2.0"]
+    assert exposed, "the canary admitted nobody"
+    acked = exposed[0].checkin([Device.event("crash", CT, "2.0")])["acked"]
+    assert len(acked) == 1
+
+    server.kill()
+    server.start()
+
+    with server.client() as admin:
+        after = admin.get(f"/v1/rollouts/{release_id}").json()
+        assert (after["phase"], after["wave"], after["revision"]) == (before["phase"], before["wave"],
+                                                                      before["revision"])
+        assert after["history"] == before["history"]
+        assert after["waves"][0]["admitted"] == before["waves"][0]["admitted"]
+        assert after["waves"][0]["failed"] == 1
+        # Every device asks again: the canary never exceeds its cap of 4, and devices already
+        # admitted are still told the new version.
+        time.sleep(2.5)
+        for d in devices:
+            d.update(CT)
+        final = admin.get(f"/v1/rollouts/{release_id}").json()
+        assert final["waves"][0]["admitted"] == 4
+        assert sum(1 for d in devices if d.versions.get(CT) == "2.0") == 4
+        assert all(d.versions.get(CT) == "2.0" for d in exposed)
+        assert admin.get("/v1/server").json()["devices"] == len(devices)
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
