@@ -58,6 +58,7 @@ class ServerProcess:
         return self.token
 
     def start(self, timeout: float = 30) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*RINGFENCE, "server", "--data-dir", str(self.data_dir), "--port", str(self.port),

@@ -95,3 +95,42 @@ def test_sigkill_mid_rollout_restarts_into_the_same_state(server: ServerProcess)
         assert all(d.versions.get(CT) == "2.0" for d in exposed)
         assert admin.get("/v1/server").json()["devices"] == len(devices)
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.pg
+def test_two_nodes_on_postgresql_share_one_reconciler_and_see_each_others_halts(
+        pg_url: str, tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "a", database_url=pg_url)
+    first.init()
+    second = ServerProcess(tmp_path / "b", database_url=pg_url)
+    second.token = first.token
+    first.start()
+    second.start()
+    try:
+        with first.client() as a, second.client() as b:
+            a.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
+            enroll = a.post("/v1/enroll-tokens", json={}).json()["token"]
+            a.post("/v1/artifacts", params={"content_type": CT, "version": "3.0"}, content=b"agent 3.0",
+                   headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+            plan = "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n"
+            release_id = a.post("/v1/releases", json={"content_type": CT, "version": "3.0",
+                                                      "plan": plan}).json()["release"]
+            a.post(f"/v1/rollouts/{release_id}/start").raise_for_status()
+            # Exactly one node runs the reconciler.
+            time.sleep(1.5)
+            ticks = [a.get("/v1/server").json()["reconciler"]["ticks"],
+                     b.get("/v1/server").json()["reconciler"]["ticks"]]
+            assert sorted(t > 0 for t in ticks) == [False, True], ticks
+            # Node B learns of the start made on node A, then of the halt made on node A.
+            device = Device(second.url).enroll(enroll)
+            deadline = time.monotonic() + 10
+            while device.update(CT) != "3.0" and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert device.versions.get(CT) == "3.0"
+            a.post(f"/v1/rollouts/{release_id}/halt", json={"reason": "stop"}).raise_for_status()
+            time.sleep(2.5)
+            late = Device(second.url).enroll(enroll)
+            assert late.checkin()["desired"] == {}, "a halted rollout admitted a device on the other node"
+    finally:
+        first.stop()
+        second.stop()

@@ -25,6 +25,7 @@ class ServerConfig:
     max_batch: int = 5_000
     max_pending_writes: int = 200_000
     population_refresh_s: float = 2.0
+    rollout_watch_s: float = 1.0  # PostgreSQL: how often to look for other nodes' transitions
     engine: EngineLimits = field(default_factory=EngineLimits)
 
     @property

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from ringfence.core.assignment import RolloutView
 from ringfence.core.clock import Clock
@@ -62,7 +63,15 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
         for rid, ct, version in s.execute(select(ReleaseRow.id, ReleaseRow.content_type, ReleaseRow.version)
                                           .order_by(ReleaseRow.created_at, ReleaseRow.id)):
             by_version[(ct, version)] = rid
-    return LoadedViews(views, baselines, admissions, by_version)
+        marker = rollouts_marker(s)
+    return LoadedViews(views, baselines, admissions, by_version, marker)
+
+
+def rollouts_marker(s: Session) -> tuple[int, int]:
+    """Changes whenever any release is created or changes phase or wave (every transition bumps
+    its revision): how a node notices what another node did."""
+    count, revisions = s.execute(select(func.count(), func.coalesce(func.sum(ReleaseRow.revision), 0))).one()
+    return int(count), int(revisions)
 
 
 class Leadership:

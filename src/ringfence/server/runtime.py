@@ -15,7 +15,7 @@ from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import Unavailable
 from ringfence.delivery.blobs import BlobStore
 from ringfence.server.config import ServerConfig
-from ringfence.server.control import Reconciler, load_views
+from ringfence.server.control import Reconciler, load_views, rollouts_marker
 from ringfence.server.ingest import WriteBatcher
 from ringfence.server.snapshot import FleetSnapshot
 from ringfence.store.access import iter_device_records
@@ -64,6 +64,8 @@ class Runtime:
             asyncio.create_task(self.reconciler.run(), name="reconciler"),
             asyncio.create_task(self._refresh_population(), name="population"),
         ]
+        if not self.db.is_sqlite:
+            self._tasks.append(asyncio.create_task(self._watch_rollouts(), name="rollout-watch"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -84,6 +86,22 @@ class Runtime:
             known = set(self.snapshot.admissions)
             loaded = await asyncio.to_thread(load_views, self.db, known)
             self.snapshot.install_views(loaded)
+
+    async def _watch_rollouts(self) -> None:
+        """On PostgreSQL several nodes share the database: a halt or a wave change made by
+        another node (or its reconciler) reaches this node's snapshot within one interval."""
+
+        def _marker() -> tuple[int, int]:
+            with self.db.session() as s:
+                return rollouts_marker(s)
+
+        while True:
+            await asyncio.sleep(self.config.rollout_watch_s)
+            try:
+                if await asyncio.to_thread(_marker) != self.snapshot.marker:
+                    await self.reload_views()
+            except Exception as exc:  # the database may be briefly away; try again next time
+                log.warning("cannot check for rollout changes: %s", exc)
 
     async def _refresh_population(self) -> None:
         while True:

@@ -64,6 +64,7 @@ class LoadedViews:
     baselines: dict[str, Target | None]  # content type -> baseline
     admissions: dict[str, dict[str, tuple[int, str]]]  # release id -> device -> (wave, stratum)
     releases_by_version: dict[tuple[str, str], str]  # (content type, version) -> newest release id
+    marker: tuple[int, int] = (0, 0)  # see control.rollouts_marker
 
 
 class FleetSnapshot:
@@ -76,6 +77,7 @@ class FleetSnapshot:
         self.releases_by_version: dict[tuple[str, str], str] = {}
         self.population_changed = False
         self.generation = 0
+        self.marker: tuple[int, int] = (-1, -1)
 
     # -- devices -------------------------------------------------------------------------
     def load_devices(self, records: Iterable[DeviceRecord]) -> None:
@@ -134,6 +136,7 @@ class FleetSnapshot:
         self.views = {ct: self._with_table(v) for ct, v in loaded.views.items()}
         self.baselines = loaded.baselines
         self.releases_by_version = loaded.releases_by_version
+        self.marker = loaded.marker
         self.population_changed = False
         self.generation += 1
 
