@@ -10,7 +10,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -130,7 +130,8 @@ def list_devices(
         query = query.where(getattr(DeviceRow, key) == value)
     rows: Sequence[DeviceRow]
     if tag is not None:  # JSON containment differs per backend; filter in Python, bounded by page
-        all_rows = [r for r in s.scalars(query.order_by(DeviceRow.id)).all() if tag in (r.tags or [])]
+        ordered = query.order_by(DeviceRow.enrolled_at.desc(), DeviceRow.id)
+        all_rows = [r for r in s.scalars(ordered).all() if tag in (r.tags or [])]
         total, rows = len(all_rows), all_rows[offset:offset + limit]
     else:
         total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -170,7 +171,12 @@ def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
     latest: dict[str, Sighting] = {}
     changed_versions: dict[tuple[str, str], tuple[str, datetime]] = {}
     for sighting in sightings:
-        latest[sighting.device_id] = sighting
+        previous = latest.get(sighting.device_id)
+        if sighting.attributes is None and previous is not None and previous.attributes is not None:
+            # Sightings carry only changes: a later plain check-in must not drop an earlier move.
+            latest[sighting.device_id] = replace(sighting, attributes=previous.attributes)
+        else:
+            latest[sighting.device_id] = sighting
         for content_type, version in (sighting.versions or {}).items():
             changed_versions[(sighting.device_id, content_type)] = (version, sighting.at)
     if not latest:

@@ -42,7 +42,10 @@ def create_content_type(s: Session, name: str, category: Category, *, actor: str
         raise Conflict(f"content type {name!r} already exists", name=name)
     row = ContentTypeRow(name=name, category=category.value, created_at=now, created_by=actor)
     s.add(row)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:
+        raise Conflict(f"content type {name!r} was created concurrently", name=name) from None
     return row
 
 

@@ -73,10 +73,10 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
     """The engine's view of one rollout, read from admissions, events and reported versions."""
     exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
-    by_stratum = dict(s.execute(
+    by_stratum: dict[str, int] = dict(s.execute(
         select(EventRow.stratum, func.count(func.distinct(EventRow.device_id)))
         .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))
-        .group_by(EventRow.stratum)).tuples().all())
+        .group_by(EventRow.stratum)).all())
     failed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                       .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))) or 0
     wave_exposed = s.scalar(
@@ -102,7 +102,7 @@ def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
         .join(EventRow, and_(EventRow.release_id == AdmissionRow.release_id,
                              EventRow.device_id == AdmissionRow.device_id))
         .where(AdmissionRow.release_id == release_id, EventRow.kind.in_(kinds))
-        .group_by(AdmissionRow.wave)).tuples().all())
+        .group_by(AdmissionRow.wave)).all())
 
 
 def _wave_state(phase: Phase, index: int, current: int) -> str:
@@ -119,7 +119,7 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
     plan = release_plan(row)
     phase = Phase(row.phase)
     admitted = dict(s.execute(select(AdmissionRow.wave, func.count()).where(AdmissionRow.release_id == row.id)
-                              .group_by(AdmissionRow.wave)).tuples().all())
+                              .group_by(AdmissionRow.wave)).all())
     exposed = _per_wave(s, row.id, [EventKind.INTENT.value])
     failed = _per_wave(s, row.id, _FAILURES)
     healthy = _per_wave(s, row.id, [EventKind.HEALTHY.value])

@@ -1,0 +1,208 @@
+"""``store/telemetry.py`` on SQLite and PostgreSQL: admissions and events stored once however
+often they are retried, the engine's observations of a rollout, and the status document."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ringfence.core.models import EventKind
+from ringfence.core.rollout import Intent
+from ringfence.store.access import Sighting, record_sightings
+from ringfence.store.db import Database
+from ringfence.store.releases import apply_intent, get_release
+from ringfence.store.schema import AdmissionRow, EventRow
+from ringfence.store.telemetry import (
+    Admission,
+    Event,
+    load_admissions,
+    observe,
+    record_admissions,
+    record_events,
+    rollout_status,
+)
+from tests.integration.store_support import add_content_type, add_device, add_release, at, count, drive, rolling_release
+
+CT = "sensor/ipc-templates"
+WIN, LINUX = "windows/eu-west", "linux/eu-west"
+_ids = itertools.count()
+
+
+def event(device_id: str, kind: EventKind, release_id: str | None, *, stratum: str = WIN, version: str = "291",
+          event_id: str | None = None, when: datetime | None = None) -> Event:
+    return Event(device_id=device_id, event_id=event_id or f"ev-{next(_ids)}", release_id=release_id,
+                 content_type=CT, version=version, kind=kind, stratum=stratum, at=when or at(5),
+                 received_at=at(6), details={"n": 1})
+
+
+def admit(db: Database, release_id: str, wave: int, stratum: str, *device_ids: str) -> None:
+    with db.session() as s:
+        record_admissions(s, [Admission(release_id, d, wave, stratum, at(wave)) for d in device_ids])
+
+
+def report(db: Database, *events: Event) -> None:
+    with db.session() as s:
+        record_events(s, events)
+
+
+def observed(db: Database, release_id: str) -> dict[str, Any]:
+    with db.session() as s:
+        obs = observe(s, get_release(s, release_id))
+    return {"exposed": obs.exposed_devices, "failed": obs.failed_devices, "by_stratum": dict(obs.failed_by_stratum),
+            "wave_exposed": obs.wave_exposed, "still": obs.still_on_version}
+
+
+# --- idempotent writes --------------------------------------------------------------------
+
+def test_admissions_are_stored_once_and_the_first_wave_sticks(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")
+    admit(db, release_id, 0, WIN, "d1", "d2")
+    admit(db, release_id, 0, WIN, "d1", "d2")  # a retried batch
+    admit(db, release_id, 1, LINUX, "d2", "d3")  # d2 is already in: stays where it was admitted
+    with db.session() as s:
+        record_admissions(s, [])
+        assert count(s, AdmissionRow) == 3
+        assert load_admissions(s, release_id) == {"d1": (0, WIN), "d2": (0, WIN), "d3": (1, LINUX)}
+        assert load_admissions(s, "rel-other") == {}
+
+
+def test_retried_events_are_stored_once(db: Database) -> None:
+    first = event("d1", EventKind.INTENT, None, event_id="e-1")
+    report(db, first, event("d1", EventKind.HEALTHY, None, event_id="e-2"))
+    report(db, first, replace(first, kind=EventKind.CRASH, received_at=at(99)))  # a retry, altered in transit
+    report(db, replace(first, device_id="d2"), replace(first, device_id="d2"))  # same event id, another device
+    with db.session() as s:
+        record_events(s, [])
+        rows = s.scalars(select(EventRow).order_by(EventRow.device_id, EventRow.event_id)).all()
+        assert [(r.device_id, r.event_id, r.kind) for r in rows] == [
+            ("d1", "e-1", "intent"), ("d1", "e-2", "healthy"), ("d2", "e-1", "intent")]
+        assert rows[0].details == {"n": 1}
+        assert (rows[0].content_type, rows[0].version, rows[0].stratum) == (CT, "291", WIN)
+
+
+# --- observations -------------------------------------------------------------------------
+
+def test_observe_counts_exposure_failures_and_the_current_wave(db: Database) -> None:
+    add_content_type(db, CT)
+    add_content_type(db, "agent/binary")
+    release_id = rolling_release(db, CT, "291")
+    other_id = rolling_release(db, "agent/binary", "7.11")
+    assert observed(db, release_id) == {"exposed": 0, "failed": 0, "by_stratum": {}, "wave_exposed": 0, "still": 0}
+
+    admit(db, release_id, 0, WIN, "d1", "d2")
+    admit(db, release_id, 0, LINUX, "d3")
+    report(db,
+           event("d1", EventKind.INTENT, release_id), event("d1", EventKind.INTENT, release_id),
+           event("d2", EventKind.INTENT, release_id), event("d3", EventKind.INTENT, release_id, stratum=LINUX),
+           event("d1", EventKind.CRASH, release_id), event("d1", EventKind.PROBE_FAILED, release_id),
+           event("d1", EventKind.AUTO_REVERTED, release_id),
+           event("d3", EventKind.ROLLED_BACK, release_id, stratum=LINUX), event("d2", EventKind.HEALTHY, release_id),
+           # Not this rollout's: another release, and events no release claimed.
+           event("d9", EventKind.INTENT, other_id), event("d9", EventKind.CRASH, other_id),
+           event("d8", EventKind.INTENT, None), event("d8", EventKind.CRASH, None))
+    assert observed(db, release_id) == {
+        "exposed": 3, "failed": 2, "by_stratum": {WIN: 1, LINUX: 1}, "wave_exposed": 3, "still": 0}
+
+    drive(db, release_id, Intent.ADVANCE, now=at(100))
+    admit(db, release_id, 1, WIN, "d4", "d5", "d6")
+    report(db, event("d4", EventKind.INTENT, release_id), event("d5", EventKind.INTENT, release_id),
+           event("d5", EventKind.CRASH, release_id), event("d6", EventKind.HEALTHY, release_id))
+    assert observed(db, release_id) == {
+        "exposed": 5, "failed": 3, "by_stratum": {WIN: 2, LINUX: 1}, "wave_exposed": 2, "still": 0}
+
+
+def test_observe_counts_devices_still_on_the_version_while_rolling_back(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")
+    devices = [add_device(db).id for _ in range(5)]
+    on_version, rolled_back, never_got_it, elsewhere, outsider = devices
+    admit(db, release_id, 0, WIN, on_version, rolled_back, never_got_it, elsewhere)
+    report(db, *(event(d, EventKind.INTENT, release_id) for d in (on_version, rolled_back, elsewhere)))
+
+    def versions(**by_device: Mapping[str, str]) -> None:
+        with db.session() as s:
+            record_sightings(s, [Sighting(d, at(50), versions=v) for d, v in by_device.items()])
+
+    versions(**{on_version: {CT: "291"}, rolled_back: {CT: "291"}, never_got_it: {CT: "290"},
+                elsewhere: {"agent/binary": "291"}, outsider: {CT: "291"}})
+    assert observed(db, release_id)["still"] == 0  # only counted while rolling back
+    drive(db, release_id, Intent.HALT, Intent.ROLLBACK, now=at(60))
+    assert observed(db, release_id)["still"] == 2
+    versions(**{rolled_back: {CT: "290"}})
+    assert observed(db, release_id)["still"] == 1
+    versions(**{on_version: {CT: "290"}})
+    assert observed(db, release_id)["still"] == 0
+
+
+# --- status -------------------------------------------------------------------------------
+
+def test_rollout_status_document(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = add_release(db, CT, "291")
+    status = _status(db, release_id)
+    assert (status["phase"], status["wave"], status["wave_name"]) == ("draft", 0, "canary")
+    assert [w["state"] for w in status["waves"]] == ["pending", "pending", "pending"]
+
+    drive(db, release_id, Intent.PREPARE, Intent.START, now=at(10))
+    admit(db, release_id, 0, WIN, "d1", "d2")
+    admit(db, release_id, 0, LINUX, "d3")
+    report(db, *(event(d, EventKind.INTENT, release_id) for d in ("d1", "d2", "d3")),
+           event("d1", EventKind.CRASH, release_id), event("d1", EventKind.CRASH, release_id),
+           event("d2", EventKind.HEALTHY, release_id))
+    drive(db, release_id, Intent.ADVANCE, now=at(100))
+    admit(db, release_id, 1, WIN, "d4")
+    report(db, event("d4", EventKind.INTENT, release_id))
+    with db.session() as s:
+        apply_intent(s, release_id, Intent.HALT, actor="engine", reason="failure budget of 1 spent", now=at(200),
+                     details={"failed": 1})
+
+    status = _status(db, release_id)
+    assert {k: status[k] for k in ("release", "content_type", "version", "plan", "phase", "wave", "wave_name",
+                                   "revision", "created_by")} == {
+        "release": release_id, "content_type": CT, "version": "291", "plan": "three-waves", "phase": "halted",
+        "wave": 1, "wave_name": "early", "revision": 4, "created_by": "alice"}
+    assert status["wave_started_at"] == at(100).isoformat()
+    waves = status["waves"]
+    assert [(w["index"], w["name"], w["state"]) for w in waves] == [
+        (0, "canary", "done"), (1, "early", "halted"), (2, "everyone", "pending")]
+    assert [(w["admitted"], w["exposed"], w["failed"], w["healthy"]) for w in waves] == [
+        (3, 3, 1, 1), (1, 1, 0, 0), (0, 0, 0, 0)]
+    assert {k: waves[0][k] for k in ("share", "max_devices", "soak_s", "failure_budget", "min_devices")} == {
+        "share": None, "max_devices": {"total": 2, "per_stratum": None}, "soak_s": 60.0, "failure_budget": 1,
+        "min_devices": 1}
+    assert waves[1]["share"] == 0.5
+    assert status["totals"] == {"admitted": 4, "exposed": 4, "failed": 1, "healthy": 1}
+    assert [(h["from"], h["to"], h["actor"], h["intent"]) for h in status["history"]] == [
+        (None, "draft", "alice", "create"), ("draft", "ready", "alice", "prepare"),
+        ("ready", "rolling", "alice", "start"), ("rolling", "rolling", "alice", "advance"),
+        ("rolling", "halted", "engine", "halt")]
+    last = status["history"][-1]
+    assert last == {"at": at(200).isoformat(), "intent": "halt", "from": "rolling", "to": "halted", "from_wave": 1,
+                    "to_wave": 1, "actor": "engine", "reason": "failure budget of 1 spent", "details": {"failed": 1}}
+
+    drive(db, release_id, Intent.ROLLBACK, now=at(300))
+    assert [w["state"] for w in _status(db, release_id)["waves"]] == ["done", "rolling_back", "pending"]
+
+
+def test_rollout_status_of_a_completed_rollout(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")
+    assert [w["state"] for w in _status(db, release_id)["waves"]] == ["active", "pending", "pending"]
+    drive(db, release_id, Intent.PAUSE)
+    assert [w["state"] for w in _status(db, release_id)["waves"]] == ["paused", "pending", "pending"]
+    drive(db, release_id, Intent.RESUME, Intent.ADVANCE, Intent.ADVANCE, Intent.COMPLETE)
+    status = _status(db, release_id)
+    assert (status["phase"], status["wave"]) == ("completed", 2)
+    assert [w["state"] for w in status["waves"]] == ["done", "done", "done"]
+    assert status["totals"] == {"admitted": 0, "exposed": 0, "failed": 0, "healthy": 0}
+
+
+def _status(db: Database, release_id: str) -> dict[str, Any]:
+    with db.session() as s:
+        return rollout_status(s, release_id)
