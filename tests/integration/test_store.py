@@ -8,6 +8,7 @@ The repositories are tested in ``test_store_access.py``, ``test_store_releases.p
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -95,21 +96,24 @@ def test_connection_settings(db: Database) -> None:
             assert s.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
 
 
-def test_sqlite_transactions_take_the_write_lock_at_once(db: Database) -> None:
+def test_sqlite_transactions_take_the_write_lock_at_once(tmp_path: Path) -> None:
     """BEGIN IMMEDIATE: a transaction that has only read already holds the write lock, so a
     second writer waits at its start instead of failing half-way."""
-    if not db.is_sqlite:
-        pytest.skip("SQLite locking")
+    db = Database(f"sqlite:///{tmp_path / 'ringfence.db'}")
+    db.migrate()
     path = make_url(db.url).database
     assert path is not None
-    with db.session() as s:
-        s.execute(select(ContentTypeRow)).all()
-        other = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                other.execute("BEGIN IMMEDIATE")
-        finally:
-            other.close()
+    try:
+        with db.session() as s:
+            s.execute(select(ContentTypeRow)).all()
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize(
