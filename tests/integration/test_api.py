@@ -338,3 +338,28 @@ def test_every_error_has_the_one_shape(api: Api, method: str, path: str, status_
 def test_openapi_is_served(api: Api) -> None:
     spec = api.http.get("/openapi.json").json()
     assert "/v1/agent/checkin" in spec["paths"] and "/v1/rollouts/{release_id}/{action}" in spec["paths"]
+
+
+def test_resuming_a_halt_counts_only_new_failures(setup: tuple[Api, str]) -> None:
+    api, enroll = setup
+    devices = _devices(api, enroll, 4)
+    wait_for(lambda: api.http.get("/v1/server").json()["devices"] == 4)
+    rid = release(api, "1.0", "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n"
+                              "    gates: {failure_budget: 0}\n")
+    api.http.post(f"/v1/rollouts/{rid}/start")
+    for d in devices:
+        assert _desired(d) is not None
+        d.post("/v1/agent/checkin", json={"events": [event("intent", "1.0")]})
+    devices[0].post("/v1/agent/checkin", json={"events": [event("crash", "1.0")]})
+    wait_for(lambda: status(api, rid)["phase"] == "halted")
+
+    api.clock.advance(5)
+    resumed = api.http.post(f"/v1/rollouts/{rid}/resume", json={"reason": "crash was a lab machine"})
+    assert resumed.json()["phase"] == "rolling"
+    time.sleep(0.5)  # several reconciler ticks
+    assert status(api, rid)["phase"] == "rolling", "the failure a person answered for halted it again"
+
+    api.clock.advance(5)
+    devices[1].post("/v1/agent/checkin", json={"events": [event("crash", "1.0")]})
+    again = wait_for(lambda: (s := status(api, rid))["phase"] == "halted" and s)
+    assert "1 failed devices since the resume at" in again["history"][-1]["reason"]

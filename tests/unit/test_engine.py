@@ -6,7 +6,7 @@ from a :class:`ManualClock`.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -288,3 +288,12 @@ def test_ready_completed_and_rolled_back_produce_nothing(clock: ManualClock) -> 
     clock.advance(timedelta(days=3))
     for state in (ready, completed, rolled_back):
         assert step(state, PLAN, BAD_NEWS, clock.now()) == [], state.phase
+
+
+def test_halt_reason_says_failures_are_counted_since_the_resume() -> None:
+    since = datetime(2024, 7, 19, 5, 0, tzinfo=UTC)
+    plan = parse_plan("name: p\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n    gates: {failure_budget: 0}\n")
+    state = RolloutState(Phase.ROLLING, 0, 1, wave_started_at=since, phase_changed_at=since)
+    actions = step(state, plan, Observations(failed_devices=1, exposed_devices=3, failures_since=since), since)
+    assert [a.intent for a in actions] == [Intent.HALT]
+    assert "1 failed devices since the resume at 2024-07-19T05:00:00+00:00 of 3 exposed" in actions[0].reason

@@ -39,13 +39,15 @@ class Observations:
     ``exposed_devices``: devices of the rollout that announced intent; ``wave_exposed``: those
     admitted in the current wave. ``still_on_version``: exposed devices whose last report still
     names the rollout's version.
-    ``pending``: requirements that keep a draft from becoming ready.
+    ``pending``: requirements that keep a draft from becoming ready. ``failures_since``: when a
+    person last resumed the rollout from a halt; failures are counted from then on.
     """
 
     failed_devices: int = 0
     failed_by_stratum: Mapping[str, int] = field(default_factory=dict)
     exposed_devices: int = 0
     wave_exposed: int = 0
+    failures_since: datetime | None = None
     still_on_version: int = 0
     pending: tuple[str, ...] = ()
 
@@ -88,10 +90,11 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
     if budget is not None and obs.failed_devices > budget:
         worst = sorted(obs.failed_by_stratum.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         where = ", ".join(f"{n} in {s}" for s, n in worst)
+        counted = f" since the resume at {obs.failures_since.isoformat()}" if obs.failures_since else ""
         return [
             Action(
                 Intent.HALT,
-                f"failure budget exceeded in wave {wave.name!r}: {obs.failed_devices} failed devices "
+                f"failure budget exceeded in wave {wave.name!r}: {obs.failed_devices} failed devices{counted} "
                 f"of {obs.exposed_devices} exposed > budget {budget}" + (f" ({where})" if where else ""),
                 {**numbers, "failed_by_stratum": dict(obs.failed_by_stratum)},
             )

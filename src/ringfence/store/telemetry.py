@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
 from ringfence.core.models import FAILURE_KINDS, EventKind
-from ringfence.core.rollout import Phase
+from ringfence.core.rollout import Intent, Phase
 from ringfence.engine.reconciler import Observations
 from ringfence.store.access import upsert
 from ringfence.store.releases import get_release, history, release_plan
-from ringfence.store.schema import AdmissionRow, DeviceVersion, EventRow, ReleaseRow
+from ringfence.store.schema import AdmissionRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
@@ -73,12 +73,18 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
     """The engine's view of one rollout, read from admissions, events and reported versions."""
     exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
+    # A person who resumed a halted rollout has answered for the failures before that moment;
+    # the budget counts the ones after it.
+    since = s.scalar(select(func.max(HistoryRow.at)).where(
+        HistoryRow.release_id == row.id, HistoryRow.intent == Intent.RESUME.value,
+        HistoryRow.from_phase == Phase.HALTED.value))
+    failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES)]
+    if since is not None:
+        failures.append(EventRow.received_at > since)
     by_stratum: dict[str, int] = dict(s.execute(
         select(EventRow.stratum, func.count(func.distinct(EventRow.device_id)))
-        .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))
-        .group_by(EventRow.stratum)).all())
-    failed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
-                      .where(EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES))) or 0
+        .where(*failures).group_by(EventRow.stratum)).all())
+    failed = s.scalar(select(func.count(func.distinct(EventRow.device_id))).where(*failures)) or 0
     wave_exposed = s.scalar(
         select(func.count(func.distinct(EventRow.device_id)))
         .join(AdmissionRow, and_(AdmissionRow.release_id == EventRow.release_id,
@@ -93,7 +99,8 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
                                       DeviceVersion.content_type == row.content_type))
             .where(AdmissionRow.release_id == row.id, DeviceVersion.version == row.version)) or 0
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
-                        wave_exposed=wave_exposed, still_on_version=still)
+                        wave_exposed=wave_exposed, still_on_version=still,
+                        failures_since=utc(since) if since is not None else None)
 
 
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
