@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -97,9 +99,9 @@ def test_sigkill_mid_rollout_restarts_into_the_same_state(server: ServerProcess)
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
 
 
-@pytest.mark.pg
-def test_two_nodes_on_postgresql_share_one_reconciler_and_see_each_others_halts(
-        pg_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes on one PostgreSQL database, as behind a load balancer."""
     first = ServerProcess(tmp_path / "a", database_url=pg_url)
     first.init()
     second = ServerProcess(tmp_path / "b", database_url=pg_url)
@@ -107,30 +109,75 @@ def test_two_nodes_on_postgresql_share_one_reconciler_and_see_each_others_halts(
     first.start()
     second.start()
     try:
-        with first.client() as a, second.client() as b:
-            a.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
-            enroll = a.post("/v1/enroll-tokens", json={}).json()["token"]
-            a.post("/v1/artifacts", params={"content_type": CT, "version": "3.0"}, content=b"agent 3.0",
-                   headers={"Content-Type": "application/octet-stream"}).raise_for_status()
-            plan = "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n"
-            release_id = a.post("/v1/releases", json={"content_type": CT, "version": "3.0",
-                                                      "plan": plan}).json()["release"]
-            a.post(f"/v1/rollouts/{release_id}/start").raise_for_status()
-            # Exactly one node runs the reconciler.
-            time.sleep(1.5)
-            ticks = [a.get("/v1/server").json()["reconciler"]["ticks"],
-                     b.get("/v1/server").json()["reconciler"]["ticks"]]
-            assert sorted(t > 0 for t in ticks) == [False, True], ticks
-            # Node B learns of the start made on node A, then of the halt made on node A.
-            device = Device(second.url).enroll(enroll)
-            deadline = time.monotonic() + 10
-            while device.update(CT) != "3.0" and time.monotonic() < deadline:
-                time.sleep(0.3)
-            assert device.versions.get(CT) == "3.0"
-            a.post(f"/v1/rollouts/{release_id}/halt", json={"reason": "stop"}).raise_for_status()
-            time.sleep(2.5)
-            late = Device(second.url).enroll(enroll)
-            assert late.checkin()["desired"] == {}, "a halted rollout admitted a device on the other node"
+        yield first, second
     finally:
         first.stop()
         second.stop()
+
+
+def _release(admin: httpx.Client, plan: str, version: str) -> tuple[str, str]:
+    """A content type, an enrolment token and a started release: (release id, enrol token)."""
+    admin.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
+    enroll = admin.post("/v1/enroll-tokens", json={}).json()["token"]
+    admin.post("/v1/artifacts", params={"content_type": CT, "version": version}, content=f"agent {version}".encode(),
+               headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+    release_id = admin.post("/v1/releases", json={"content_type": CT, "version": version,
+                                                  "plan": plan}).json()["release"]
+    return release_id, enroll
+
+
+@pytest.mark.pg
+def test_two_nodes_share_one_reconciler_and_see_each_others_halts(
+        two_nodes: tuple[ServerProcess, ServerProcess]) -> None:
+    first, second = two_nodes
+    with first.client() as a, second.client() as b:
+        release_id, enroll = _release(a, "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n", "3.0")
+        a.post(f"/v1/rollouts/{release_id}/start").raise_for_status()
+        # Exactly one node runs the reconciler.
+        time.sleep(1.5)
+        ticks = [a.get("/v1/server").json()["reconciler"]["ticks"],
+                 b.get("/v1/server").json()["reconciler"]["ticks"]]
+        assert sorted(t > 0 for t in ticks) == [False, True], ticks
+        # A device enrolled through node A is known to node B, which learns of the start made
+        # on node A, then of the halt made on node A.
+        device = Device(first.url).enroll(enroll)
+        device.base_url = second.url
+        deadline = time.monotonic() + 10
+        while device.update(CT) != "3.0" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert device.versions.get(CT) == "3.0"
+        a.post(f"/v1/rollouts/{release_id}/halt", json={"reason": "stop"}).raise_for_status()
+        time.sleep(2.5)
+        late = Device(second.url).enroll(enroll)
+        assert late.checkin()["desired"] == {}, "a halted rollout admitted a device on the other node"
+
+
+@pytest.mark.pg
+def test_two_nodes_admitting_at_once_never_exceed_a_cap(two_nodes: tuple[ServerProcess, ServerProcess]) -> None:
+    first, second = two_nodes
+    with first.client() as a:
+        release_id, enroll = _release(a, PLAN, "4.0")  # canary: at most 4 devices
+        devices = [Device(first.url, platform=p, region=r).enroll(enroll)
+                   for p in ("windows", "macos") for r in ("eu", "us") for _ in range(4)]
+        time.sleep(3)  # both nodes count the fleet (node B reads it at its first sight of each device)
+        for d in devices:  # node B meets every device once before the race
+            Device(second.url, credential=d.credential).checkin()
+        time.sleep(2.5)
+        a.post(f"/v1/rollouts/{release_id}/start").raise_for_status()
+        time.sleep(1.5)
+
+        def both(d: Device) -> list[str | None]:
+            answers = []
+            for url in (first.url, second.url):
+                d.base_url = url
+                desired = d.checkin()["desired"].get(CT)
+                answers.append(desired["version"] if desired else None)
+            return answers
+
+        with ThreadPoolExecutor(8) as pool:
+            told = list(pool.map(both, devices))
+        admitted = {i for i, answers in enumerate(told) if "4.0" in answers}
+        status = a.get(f"/v1/rollouts/{release_id}").json()
+        assert status["waves"][0]["admitted"] <= 4
+        assert len(admitted) <= 4, told
+        assert len(admitted) == status["waves"][0]["admitted"]

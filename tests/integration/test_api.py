@@ -285,7 +285,7 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
     for d in devices[:2]:
         assert _desired(d, baseline)["version"] == "2.0"  # type: ignore[index]
         d.post("/v1/agent/checkin", json={"versions": baseline, "events": [event("intent", "2.0")]})
-        d.post("/v1/agent/checkin", json={"versions": baseline, "events": [event("crash", "2.0")]})
+        d.post("/v1/agent/checkin", json={"versions": {CT: "2.0"}, "events": [event("crash", "2.0")]})
     halted = wait_for(lambda: (s := status(api, bad))["phase"] == "halted" and s)
     reason = halted["history"][-1]["reason"]
     assert halted["history"][-1]["actor"] == "reconciler"
@@ -296,7 +296,8 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
     api.http.post(f"/v1/rollouts/{bad}/rollback", json={"reason": "crashes"})
     for d in devices[:2]:
         assert _desired(d, {CT: "2.0"})["version"] == "1.0"  # type: ignore[index]
-    wait_for(lambda: status(api, bad)["phase"] == "rolling_back")
+    time.sleep(0.3)
+    assert status(api, bad)["phase"] == "rolling_back", "two devices still report 2.0"
     for d in devices[:2]:
         d.post("/v1/agent/checkin", json={"versions": baseline})
     done = wait_for(lambda: (s := status(api, bad))["phase"] == "rolled_back" and s)

@@ -91,8 +91,7 @@ def list_artifacts(_: Reader, request: Request, content_type: str | None = None)
 def download_artifact(sha256: str, request: Request) -> FileResponse:
     """The artifact's bytes, for devices (device credential) and people (API token)."""
     rt = auth.runtime(request)
-    secret = auth.bearer(request)
-    if rt.snapshot.authenticate(secret) is None:
+    if auth.device(request) is None:
         auth.actor(request, auth.READ)
     check_sha256(sha256)
     path = rt.blobs.path(sha256)

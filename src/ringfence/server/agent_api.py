@@ -15,9 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ringfence.core.assignment import Target
 from ringfence.core.errors import InvalidInput, Unauthorized
 from ringfence.core.models import DeviceAttributes
 from ringfence.server import auth
+from ringfence.server.ingest import WaveFull
 from ringfence.server.runtime import Runtime
 from ringfence.server.schemas import AttributesIn, CheckInIn
 from ringfence.store import access
@@ -56,13 +58,40 @@ async def enroll(body: AttributesIn, request: Request) -> dict[str, Any]:
 @router.post("/checkin")
 async def checkin(body: CheckInIn, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
-    device_id = rt.snapshot.authenticate(auth.bearer(request))
+    credential = auth.bearer(request)
+    device_id = rt.snapshot.authenticate(credential)
+    if device_id is None and not rt.db.is_sqlite:
+        device_id = await _enrolled_elsewhere(rt, credential)
     if device_id is None:
         raise Unauthorized("the device credential is unknown; enroll again")
     if len(body.events) > rt.config.max_events_per_checkin:
         raise InvalidInput(f"{len(body.events)} events in one check-in; at most {rt.config.max_events_per_checkin}",
                            field="events", value=len(body.events))
     return await _checkin(rt, device_id, body)
+
+
+async def _enrolled_elsewhere(rt: Runtime, credential: str) -> str | None:
+    """A device this node has not seen: with several nodes on one PostgreSQL it may have
+    enrolled through another node. Read it once and keep it in the snapshot."""
+    device_id, _, _ = credential.partition(".")
+    if not device_id or len(device_id) > 40:
+        return None
+
+    def _read() -> access.DeviceRecord | None:
+        with rt.db.session() as s:
+            return access.find_device_record(s, device_id)
+
+    record = await asyncio.to_thread(_read)
+    if record is None:
+        return None
+    if device_id not in rt.snapshot.devices:
+        rt.snapshot.add_device(record)
+    return rt.snapshot.authenticate(credential)
+
+
+def _target_json(target: Target) -> dict[str, Any]:
+    return {"version": target.version, "sha256": target.sha256, "size": target.size,
+            "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id}
 
 
 async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
@@ -91,28 +120,34 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
         waits.append(fut)
 
     desired: dict[str, Any] = {}
-    admitted: list[tuple[str, str]] = []
+    # future, content type, release, stratum, baseline
+    admitted: list[tuple[asyncio.Future[None], str, str, str, Target | None]] = []
     for content_type in sorted(snap.content_types()):
         decision, stratum = snap.decide(device_id, content_type)
         target = decision.target
         if decision.admit_wave is not None and stratum is not None and target is not None:
-            fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now),
-                                    durable=True)
+            view = snap.views[content_type]
+            cohort = view.table[decision.admit_wave]
+            fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now,
+                                              cohort.cap(stratum), cohort.total_cap), durable=True)
             assert fut is not None
-            waits.append(fut)
-            admitted.append((target.release_id or "", stratum))
+            admitted.append((fut, content_type, view.release_id, stratum, view.baseline))
         if target is not None:
-            desired[content_type] = {
-                "version": target.version, "sha256": target.sha256, "size": target.size,
-                "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id,
-            }
-    if waits:
-        try:
-            await asyncio.gather(*waits)
-        except Exception:
-            for release_id, stratum in admitted:  # not stored: not handed out, not counted
-                snap.forget_admission(release_id, device_id, stratum)
-            raise
+            desired[content_type] = _target_json(target)
+    results = await asyncio.gather(*waits, *(a[0] for a in admitted), return_exceptions=True)
+    failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, WaveFull)), None)
+    for result, (_, content_type, release_id, stratum, baseline) in zip(results[len(waits):], admitted,
+                                                                         strict=True):
+        if result is None and failure is None:
+            continue
+        # Not stored, or refused: the device is not told, so it must not count.
+        snap.forget_admission(release_id, device_id, stratum)
+        if baseline is None:
+            desired.pop(content_type, None)
+        else:
+            desired[content_type] = _target_json(baseline)
+    if failure is not None:
+        raise failure
     return {
         "device_id": device_id,
         "desired": desired,

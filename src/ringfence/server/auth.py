@@ -4,13 +4,14 @@ A device credential never opens an admin endpoint: the two live in different tab
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from ringfence.core.errors import Forbidden, Unauthorized
 from ringfence.server.runtime import Runtime
-from ringfence.store.access import find_api_token
+from ringfence.store.access import find_api_token, find_device_record, hash_secret
 
 READ = frozenset({"viewer", "operator", "releaser", "approver", "admin"})
 OPERATE = frozenset({"operator", "releaser", "admin"})  # pause, resume, halt, roll back
@@ -50,6 +51,23 @@ def actor(request: Request, allowed: frozenset[str]) -> Actor:
         raise Forbidden(f"role {who.role!r} may not do this; needs one of {', '.join(sorted(allowed))}",
                         role=who.role)
     return who
+
+
+def device(request: Request) -> str | None:
+    """The device a credential belongs to, or None. Checks the snapshot, then (several nodes on
+    PostgreSQL) the database, for a device that enrolled through another node. Call from a
+    worker thread; it does not change the snapshot."""
+    credential = bearer(request)
+    rt = runtime(request)
+    found = rt.snapshot.authenticate(credential)
+    if found is not None or rt.db.is_sqlite:
+        return found
+    device_id, _, _ = credential.partition(".")
+    with rt.db.session() as s:
+        record = find_device_record(s, device_id) if 0 < len(device_id) <= 40 else None
+    if record is None or not hmac.compare_digest(record.credential_hash, hash_secret(credential)):
+        return None
+    return record.id
 
 
 def reader(request: Request) -> Actor:

@@ -6,7 +6,8 @@ An item submitted with ``durable=True`` returns a future that completes only aft
 committed: the agent API awaits it before acknowledging an intent or handing out a version to a
 newly admitted device. Sightings (last seen, reported versions) are fire-and-forget. When a
 batch fails, every waiting future fails with ``Unavailable`` and the caller answers 503; the
-agent retries.
+agent retries. An admission the database refuses (other nodes filled a capped wave first) fails
+with :class:`WaveFull`, and the device is told the baseline instead.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class WriteBatcher:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
             try:
-                await asyncio.to_thread(self._write, [p.item for p in batch])
+                refused = await asyncio.to_thread(self._write, [p.item for p in batch])
             except Exception as exc:
                 self.failures += 1
                 log.exception("writing a batch of %d items failed", len(batch))
@@ -84,14 +85,27 @@ class WriteBatcher:
             self.batches_written += 1
             self.items_written += len(batch)
             for p in batch:
-                if p.done is not None and not p.done.done():
+                if p.done is None or p.done.done():
+                    continue
+                if any(p.item is r for r in refused):
+                    p.done.set_exception(WaveFull(p.item))  # type: ignore[arg-type]
+                else:
                     p.done.set_result(None)
 
-    def _write(self, items: list[Item]) -> None:
+    def _write(self, items: list[Item]) -> list[Admission]:
         admissions = [i for i in items if isinstance(i, Admission)]
         events = [i for i in items if isinstance(i, Event)]
         sightings = [i for i in items if isinstance(i, Sighting)]
         with self._db.session() as s:
-            record_admissions(s, admissions)
+            refused = record_admissions(s, admissions, shared=not self._db.is_sqlite)
             record_events(s, events)
             record_sightings(s, sightings)
+        return refused
+
+
+class WaveFull(Exception):
+    """An admission the database refused: other nodes filled the wave first."""
+
+    def __init__(self, admission: Admission) -> None:
+        super().__init__(f"wave {admission.wave} of {admission.release_id} is full in {admission.stratum}")
+        self.admission = admission

@@ -103,6 +103,11 @@ def _attributes(row: DeviceRow) -> DeviceAttributes:
     )
 
 
+def find_device_record(s: Session, device_id: str) -> DeviceRecord | None:
+    row = s.get(DeviceRow, device_id)
+    return DeviceRecord(row.id, row.credential_hash, _attributes(row)) if row is not None else None
+
+
 def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecord]:
     """Every device, streamed in primary-key order (for building the in-memory snapshot)."""
     last = ""

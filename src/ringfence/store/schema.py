@@ -157,6 +157,8 @@ class AdmissionRow(Base):
     stratum: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(Stamp)
 
+    __table_args__ = (Index("ix_admissions_release_wave_stratum", "release_id", "wave", "stratum"),)
+
 
 class EventRow(Base):
     """An event a device reported. ``(device_id, event_id)`` is unique, so a retried report is

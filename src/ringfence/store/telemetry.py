@@ -3,12 +3,14 @@ status page read from them."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
@@ -24,18 +26,72 @@ _FAILURES = [k.value for k in FAILURE_KINDS]
 
 @dataclass(frozen=True, slots=True)
 class Admission:
+    """A device joining a wave. ``stratum_cap`` and ``total_cap`` are the wave's caps as the
+    admitting node computed them, checked again in the database when several nodes admit."""
+
     release_id: str
     device_id: str
     wave: int
     stratum: str
     at: datetime
+    stratum_cap: int | None = None
+    total_cap: int | None = None
 
 
-def record_admissions(s: Session, admissions: Sequence[Admission]) -> None:
+def record_admissions(s: Session, admissions: Sequence[Admission], *, shared: bool = False) -> list[Admission]:
+    """Store admissions; returns those refused because their wave is full.
+
+    One process (SQLite) keeps the authoritative counters in memory and refuses nothing here.
+    With ``shared`` (several nodes on PostgreSQL) each node knows only its own admissions, so
+    capped ones are checked against the database under a per-rollout transaction lock: however
+    many nodes admit at once, a wave never exceeds its cap.
+    """
+    refused: list[Admission] = []
+    accepted = list(admissions)
+    capped = [a for a in admissions if a.stratum_cap is not None or a.total_cap is not None]
+    if shared and capped:
+        refused = _over_cap(s, capped)
+        accepted = [a for a in admissions if a not in refused]
     upsert(s, AdmissionRow, [
         {"release_id": a.release_id, "device_id": a.device_id, "wave": a.wave, "stratum": a.stratum, "at": a.at}
-        for a in admissions
+        for a in accepted
     ], keys=("release_id", "device_id"))
+    return refused
+
+
+def _over_cap(s: Session, capped: Sequence[Admission]) -> list[Admission]:
+    refused: list[Admission] = []
+    for release_id in sorted({a.release_id for a in capped}):  # sorted: no lock-order deadlock
+        mine = [a for a in capped if a.release_id == release_id]
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(release_id)})
+        waves = sorted({a.wave for a in mine})
+        rows = s.execute(select(AdmissionRow.wave, AdmissionRow.stratum, func.count())
+                         .where(AdmissionRow.release_id == release_id, AdmissionRow.wave.in_(waves))
+                         .group_by(AdmissionRow.wave, AdmissionRow.stratum)).all()
+        known = set(s.scalars(select(AdmissionRow.device_id).where(
+            AdmissionRow.release_id == release_id, AdmissionRow.device_id.in_([a.device_id for a in mine]))))
+        by_stratum: Counter[tuple[int, str]] = Counter({(w, st): n for w, st, n in rows})
+        by_wave: Counter[int] = Counter()
+        for (w, _), n in by_stratum.items():
+            by_wave[w] += n
+        for a in mine:
+            if a.device_id in known:
+                continue  # a retry: already counted
+            full = (a.stratum_cap is not None and by_stratum[(a.wave, a.stratum)] >= a.stratum_cap) or (
+                a.total_cap is not None and by_wave[a.wave] >= a.total_cap)
+            if full:
+                refused.append(a)
+                continue
+            known.add(a.device_id)
+            by_stratum[(a.wave, a.stratum)] += 1
+            by_wave[a.wave] += 1
+    return refused
+
+
+def _lock_key(release_id: str) -> int:
+    """A stable signed 64-bit advisory-lock key per rollout."""
+    return int.from_bytes(hashlib.blake2b(f"admissions:{release_id}".encode(), digest_size=8).digest(), "big",
+                          signed=True)
 
 
 def load_admissions(s: Session, release_id: str) -> dict[str, tuple[int, str]]:

@@ -1,0 +1,25 @@
+"""admissions by (release, wave, stratum): counting a capped wave's admissions under the
+cross-node cap check reads only that wave's rows
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("admissions", schema=None) as batch_op:
+        batch_op.create_index("ix_admissions_release_wave_stratum", ["release_id", "wave", "stratum"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("admissions", schema=None) as batch_op:
+        batch_op.drop_index("ix_admissions_release_wave_stratum")
