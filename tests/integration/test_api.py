@@ -301,7 +301,7 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
     for d in devices[:2]:
         d.post("/v1/agent/checkin", json={"versions": baseline})
     done = wait_for(lambda: (s := status(api, bad))["phase"] == "rolled_back" and s)
-    assert "report the baseline again" in done["history"][-1]["reason"]
+    assert "checked in since the rollback and report the baseline" in done["history"][-1]["reason"]
 
 
 # -- roles and the error shape ----------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_observe_counts_exposure_failures_and_the_current_wave(db: Database) -> 
         "exposed": 5, "failed": 3, "by_stratum": {WIN: 2, LINUX: 1}, "wave_exposed": 2, "still": 0}
 
 
-def test_observe_counts_devices_still_on_the_version_while_rolling_back(db: Database) -> None:
+def test_observe_counts_devices_not_yet_confirmed_back_while_rolling_back(db: Database) -> None:
     add_content_type(db, CT)
     release_id = rolling_release(db, CT, "291")
     devices = [add_device(db).id for _ in range(5)]
@@ -125,18 +125,21 @@ def test_observe_counts_devices_still_on_the_version_while_rolling_back(db: Data
     admit(db, release_id, 0, WIN, on_version, rolled_back, never_got_it, elsewhere)
     report(db, *(event(d, EventKind.INTENT, release_id) for d in (on_version, rolled_back, elsewhere)))
 
-    def versions(**by_device: Mapping[str, str]) -> None:
+    def versions(when: int, **by_device: Mapping[str, str]) -> None:
         with db.session() as s:
-            record_sightings(s, [Sighting(d, at(50), versions=v) for d, v in by_device.items()])
+            record_sightings(s, [Sighting(d, at(when), versions=v) for d, v in by_device.items()])
 
-    versions(**{on_version: {CT: "291"}, rolled_back: {CT: "291"}, never_got_it: {CT: "290"},
-                elsewhere: {"agent/binary": "291"}, outsider: {CT: "291"}})
+    versions(50, **{on_version: {CT: "291"}, rolled_back: {CT: "291"}, never_got_it: {CT: "290"},
+                    elsewhere: {"agent/binary": "291"}, outsider: {CT: "291"}})
     assert observed(db, release_id)["still"] == 0  # only counted while rolling back
     drive(db, release_id, Intent.HALT, Intent.ROLLBACK, now=at(60))
-    assert observed(db, release_id)["still"] == 2
-    versions(**{rolled_back: {CT: "290"}})
-    assert observed(db, release_id)["still"] == 1
-    versions(**{on_version: {CT: "290"}})
+    # Nobody exposed has been heard from since the rollback began: silence is not confirmation.
+    assert observed(db, release_id)["still"] == 3
+    versions(70, **{rolled_back: {CT: "290"}, on_version: {CT: "291"}})
+    assert observed(db, release_id)["still"] == 2  # on_version checked in, still on 291
+    versions(71, **{elsewhere: {}})
+    assert observed(db, release_id)["still"] == 1  # checked in, never ran 291
+    versions(72, **{on_version: {CT: "290"}})
     assert observed(db, release_id)["still"] == 0
 
 

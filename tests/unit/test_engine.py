@@ -230,7 +230,7 @@ def test_rollback_finishes_when_no_device_is_left_on_the_version(clock: ManualCl
     state = rolling_back(clock)
     action = only(step(state, PLAN, Observations(exposed_devices=40, still_on_version=0), clock.now()))
     assert action.intent is Intent.FINISH_ROLLBACK
-    assert action.reason == "all 40 exposed devices report the baseline again"
+    assert action.reason == "all 40 exposed devices checked in since the rollback and report the baseline"
     assert action.details == {"still_on_version": 0, "exposed_devices": 40}
     assert apply(state, action.intent, clock, action.reason).phase is Phase.ROLLED_BACK
 

@@ -37,8 +37,8 @@ class Observations:
     ``failed_devices``: distinct devices of the rollout with a failure event (crash, failed
     probe, rollback, automatic revert). ``failed_by_stratum`` breaks it down for the reason.
     ``exposed_devices``: devices of the rollout that announced intent; ``wave_exposed``: those
-    admitted in the current wave. ``still_on_version``: exposed devices whose last report still
-    names the rollout's version.
+    admitted in the current wave. ``still_on_version``: exposed devices not yet
+    confirmed back on another version since the rollback began (silent devices included).
     ``pending``: requirements that keep a draft from becoming ready. ``failures_since``: when a
     person last resumed the rollout from a halt; failures are counted from then on.
     """
@@ -122,7 +122,7 @@ def _rolling_back(
         return [
             Action(
                 Intent.FINISH_ROLLBACK,
-                f"all {obs.exposed_devices} exposed devices report the baseline again",
+                f"all {obs.exposed_devices} exposed devices checked in since the rollback and report the baseline",
                 numbers,
             )
         ]

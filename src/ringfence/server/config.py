@@ -21,7 +21,8 @@ class ServerConfig:
     max_artifact_bytes: int = 512 * 1024 * 1024
     # Background services
     reconcile_interval_s: float = 0.5
-    flush_interval_s: float = 0.01
+    flush_interval_s: float = 0.01  # group commit of events and admissions
+    sighting_interval_s: float = 0.25  # last-seen and reported versions, merged per device
     max_batch: int = 5_000
     max_pending_writes: int = 200_000
     population_refresh_s: float = 2.0

@@ -34,12 +34,21 @@ class _Pending:
 
 
 class WriteBatcher:
-    def __init__(self, db: Database, *, flush_interval_s: float, max_batch: int, max_pending: int) -> None:
+    """Two lanes. Durable items (events, admissions) are written first, in small group commits,
+    because a device waits for their acknowledgement. Sightings are merged per device in memory
+    (the newest last-seen, the union of changed versions) and written every
+    ``sighting_interval_s`` in their own transaction, so a busy fleet's last-seen updates never
+    queue in front of an intent."""
+
+    def __init__(self, db: Database, *, flush_interval_s: float, max_batch: int, max_pending: int,
+                 sighting_interval_s: float = 0.25) -> None:
         self._db = db
         self._interval = flush_interval_s
+        self._sighting_interval = sighting_interval_s
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._pending: list[_Pending] = []
+        self._sightings: dict[str, Sighting] = {}
         self._wake = asyncio.Event()
         self.batches_written = 0
         self.items_written = 0
@@ -47,12 +56,16 @@ class WriteBatcher:
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._sightings)
 
     def submit(self, item: Item, *, durable: bool = False) -> asyncio.Future[None] | None:
-        if len(self._pending) >= self._max_pending:
+        if self.depth >= self._max_pending:
             raise Unavailable(f"the write queue is full ({self._max_pending} items); retry later",
                               retry_after_s=1)
+        if isinstance(item, Sighting) and not durable:
+            earlier = self._sightings.get(item.device_id)
+            self._sightings[item.device_id] = item if earlier is None else _merge(earlier, item)
+            return None
         future: asyncio.Future[None] | None = None
         if durable:
             future = asyncio.get_running_loop().create_future()
@@ -61,15 +74,25 @@ class WriteBatcher:
         return future
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_sightings = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval * 10)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._sighting_interval)
             self._wake.clear()
             # Let concurrent requests join this batch (group commit).
             await asyncio.sleep(self._interval)
-            await self.flush()
+            await self._flush_durable()
+            if loop.time() - last_sightings >= self._sighting_interval:
+                last_sightings = loop.time()
+                await self._flush_sightings()
 
     async def flush(self) -> None:
+        """Write everything pending (at shutdown)."""
+        await self._flush_durable()
+        await self._flush_sightings()
+
+    async def _flush_durable(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
             try:
@@ -92,6 +115,22 @@ class WriteBatcher:
                 else:
                     p.done.set_result(None)
 
+    async def _flush_sightings(self) -> None:
+        if not self._sightings:
+            return
+        sightings, self._sightings = self._sightings, {}
+        try:
+            await asyncio.to_thread(self._write, list(sightings.values()))
+        except Exception:
+            self.failures += 1
+            log.exception("writing %d sightings failed; keeping them for the next try", len(sightings))
+            for device_id, older in sightings.items():  # newer ones that arrived meanwhile win
+                newer = self._sightings.get(device_id)
+                self._sightings[device_id] = older if newer is None else _merge(older, newer)
+            return
+        self.batches_written += 1
+        self.items_written += len(sightings)
+
     def _write(self, items: list[Item]) -> list[Admission]:
         admissions = [i for i in items if isinstance(i, Admission)]
         events = [i for i in items if isinstance(i, Event)]
@@ -101,6 +140,12 @@ class WriteBatcher:
             record_events(s, events)
             record_sightings(s, sightings)
         return refused
+
+
+def _merge(older: Sighting, newer: Sighting) -> Sighting:
+    """One sighting that says what both said: the newer time and attributes, all changed versions."""
+    versions = {**(older.versions or {}), **(newer.versions or {})}
+    return Sighting(newer.device_id, newer.at, newer.attributes or older.attributes, versions or None)
 
 
 class WaveFull(Exception):

@@ -47,7 +47,8 @@ class Runtime:
                 "run `ringfence init --data-dir DIR` first")
         self._reload_lock = asyncio.Lock()
         self.batcher = WriteBatcher(self.db, flush_interval_s=self.config.flush_interval_s,
-                                    max_batch=self.config.max_batch, max_pending=self.config.max_pending_writes)
+                                    max_batch=self.config.max_batch, max_pending=self.config.max_pending_writes,
+                                    sighting_interval_s=self.config.sighting_interval_s)
         self.reconciler = Reconciler(self.db, self.clock, self.config.engine, self.config.reconcile_interval_s,
                                      self.reload_views)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
@@ -19,7 +19,7 @@ from ringfence.core.rollout import Intent, Phase
 from ringfence.engine.reconciler import Observations
 from ringfence.store.access import upsert
 from ringfence.store.releases import get_release, history, release_plan
-from ringfence.store.schema import AdmissionRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
+from ringfence.store.schema import AdmissionRow, DeviceRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
@@ -149,14 +149,28 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
                AdmissionRow.wave == row.wave)) or 0
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
-        still = s.scalar(
-            select(func.count()).select_from(AdmissionRow)
-            .join(DeviceVersion, and_(DeviceVersion.device_id == AdmissionRow.device_id,
-                                      DeviceVersion.content_type == row.content_type))
-            .where(AdmissionRow.release_id == row.id, DeviceVersion.version == row.version)) or 0
+        still = exposed - _confirmed_back(s, row)
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
                         wave_exposed=wave_exposed, still_on_version=still,
                         failures_since=utc(since) if since is not None else None)
+
+
+def _confirmed_back(s: Session, row: ReleaseRow) -> int:
+    """Exposed devices (intent sent) that have checked in since the rollback began and no longer
+    report the rolled-back version. A device that crashed before it could report, or has not
+    been heard from since, is not confirmed: silence never counts as back."""
+    since = row.phase_changed_at
+    exposed_ids = (select(EventRow.device_id)
+                   .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
+                   .distinct().subquery())
+    query = (select(func.count()).select_from(exposed_ids)
+             .join(DeviceRow, DeviceRow.id == exposed_ids.c.device_id)
+             .outerjoin(DeviceVersion, and_(DeviceVersion.device_id == DeviceRow.id,
+                                            DeviceVersion.content_type == row.content_type))
+             .where(or_(DeviceVersion.version.is_(None), DeviceVersion.version != row.version)))
+    if since is not None:
+        query = query.where(DeviceRow.last_seen_at >= since)
+    return s.scalar(query) or 0
 
 
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:

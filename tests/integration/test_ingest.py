@@ -1,0 +1,51 @@
+"""The write batcher on each backend: durable items are acknowledged only once stored, and
+sightings of one device are merged, not lost."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from ringfence.core.models import DeviceAttributes, EventKind
+from ringfence.server.ingest import WriteBatcher
+from ringfence.store.access import Sighting, enroll_device
+from ringfence.store.db import Database
+from ringfence.store.schema import DeviceRow, DeviceVersion, EventRow
+from ringfence.store.telemetry import Event
+
+T0 = datetime(2024, 7, 19, 4, 9, tzinfo=UTC)
+
+
+def test_sightings_of_one_device_are_merged_and_events_acknowledged_when_stored(db: Database) -> None:
+    with db.session() as s:
+        record, _ = enroll_device(s, DeviceAttributes(platform="windows", region="eu-west"), T0)
+
+    async def scenario() -> list[str]:
+        batcher = WriteBatcher(db, flush_interval_s=0.01, max_batch=100, max_pending=1000, sighting_interval_s=60)
+        runner = asyncio.create_task(batcher.run())
+        moved = DeviceAttributes(platform="windows", region="us-east", os_version="11")
+        batcher.submit(Sighting(record.id, T0 + timedelta(seconds=1), attributes=moved))
+        batcher.submit(Sighting(record.id, T0 + timedelta(seconds=2), versions={"a": "1"}))
+        batcher.submit(Sighting(record.id, T0 + timedelta(seconds=3), versions={"b": "2"}))
+        assert batcher.depth == 1  # one device, one merged sighting
+        event = Event(record.id, "e1", None, "a", "1", EventKind.INTENT, "windows/us-east", T0, T0, {})
+        ack = batcher.submit(event, durable=True)
+        assert ack is not None
+        await asyncio.wait_for(ack, 5)
+        with db.session() as s:  # acknowledged: stored, while the sighting still waits its turn
+            stored = list(s.scalars(select(EventRow.event_id)))
+            assert s.get(DeviceRow, record.id).region == "eu-west"  # type: ignore[union-attr]
+        runner.cancel()
+        await batcher.flush()
+        return stored
+
+    assert asyncio.run(scenario()) == ["e1"]
+    with db.session() as s:
+        row = s.get(DeviceRow, record.id)
+        assert row is not None
+        assert (row.region, row.os_version) == ("us-east", "11")
+        assert row.last_seen_at is not None
+        versions = {v.content_type: v.version for v in s.scalars(select(DeviceVersion))}
+    assert versions == {"a": "1", "b": "2"}
