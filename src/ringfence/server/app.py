@@ -34,8 +34,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
+    app.include_router(agent_api.router)  # first: check-ins are most of the traffic
     app.include_router(admin_api.router)
-    app.include_router(agent_api.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, str]:

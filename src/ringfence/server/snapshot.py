@@ -78,6 +78,7 @@ class FleetSnapshot:
         self.population_changed = False
         self.generation = 0
         self.marker: tuple[int, int] = (-1, -1)
+        self._content_types: tuple[str, ...] | None = None
 
     # -- devices -------------------------------------------------------------------------
     def load_devices(self, records: Iterable[DeviceRecord]) -> None:
@@ -137,6 +138,7 @@ class FleetSnapshot:
         self.baselines = loaded.baselines
         self.releases_by_version = loaded.releases_by_version
         self.marker = loaded.marker
+        self._content_types = None
         self.population_changed = False
         self.generation += 1
 
@@ -157,7 +159,9 @@ class FleetSnapshot:
         if view is None:
             return Decision(self.baselines.get(content_type)), None
         state = self.devices[device_id]
-        admitted = self.admissions.setdefault(view.release_id, RolloutAdmissions())
+        admitted = self.admissions.get(view.release_id)
+        if admitted is None:
+            admitted = self.admissions[view.release_id] = RolloutAdmissions()
         decision = decide(view, device_id, state.attributes, admitted.waves.get(device_id), admitted.view())
         if decision.admit_wave is None:
             return decision, None
@@ -171,8 +175,12 @@ class FleetSnapshot:
         if entry is not None:
             entry.remove(device_id, stratum)
 
-    def content_types(self) -> set[str]:
-        return set(self.views) | {ct for ct, t in self.baselines.items() if t is not None}
+    def content_types(self) -> tuple[str, ...]:
+        """Content types a device gets an answer for, sorted (cached until the views change)."""
+        if self._content_types is None:
+            self._content_types = tuple(sorted(set(self.views) | {ct for ct, t in self.baselines.items()
+                                                                   if t is not None}))
+        return self._content_types
 
     def release_for(self, content_type: str, version: str) -> str | None:
         view = self.views.get(content_type)
