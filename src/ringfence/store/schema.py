@@ -181,4 +181,5 @@ class EventRow(Base):
     __table_args__ = (
         UniqueConstraint("device_id", "event_id", name="uq_events_device_event"),
         Index("ix_events_release_kind", "release_id", "kind"),
+        Index("ix_events_release_device_kind", "release_id", "device_id", "kind"),
     )

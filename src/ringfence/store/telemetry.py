@@ -141,12 +141,13 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
         select(EventRow.stratum, func.count(func.distinct(EventRow.device_id)))
         .where(*failures).group_by(EventRow.stratum)).all())
     failed = s.scalar(select(func.count(func.distinct(EventRow.device_id))).where(*failures)) or 0
-    wave_exposed = s.scalar(
-        select(func.count(func.distinct(EventRow.device_id)))
-        .join(AdmissionRow, and_(AdmissionRow.release_id == EventRow.release_id,
-                                 AdmissionRow.device_id == EventRow.device_id))
-        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value,
-               AdmissionRow.wave == row.wave)) or 0
+    # Walk the wave's admissions (bounded by its cap) and look each device's intent up by the
+    # (device_id, event_id) index, rather than joining every intent of the rollout.
+    announced = (select(EventRow.id).where(EventRow.device_id == AdmissionRow.device_id,
+                                           EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
+                 .exists())
+    wave_exposed = s.scalar(select(func.count()).select_from(AdmissionRow).where(
+        AdmissionRow.release_id == row.id, AdmissionRow.wave == row.wave, announced)) or 0
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
         still = exposed - _confirmed_back(s, row)
