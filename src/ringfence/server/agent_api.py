@@ -70,7 +70,11 @@ async def checkin(request: Request) -> Response:
     credential = auth.bearer(request)
     device_id = rt.snapshot.authenticate(credential)
     if device_id is None and not rt.db.is_sqlite:
-        device_id = await _enrolled_elsewhere(rt, credential)
+        record = await asyncio.to_thread(auth.enrolled_elsewhere, rt, credential)
+        if record is not None:
+            if record.id not in rt.snapshot.devices:
+                rt.snapshot.add_device(record)  # on the loop thread: the snapshot's only writer
+            device_id = record.id
     if device_id is None:
         raise Unauthorized("the device credential is unknown; enroll again")
     raw = await request.body()
@@ -83,25 +87,6 @@ async def checkin(request: Request) -> Response:
                            field="events", value=len(body.events))
     answer = await _checkin(rt, device_id, body)
     return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
-
-
-async def _enrolled_elsewhere(rt: Runtime, credential: str) -> str | None:
-    """A device this node has not seen: with several nodes on one PostgreSQL it may have
-    enrolled through another node. Read it once and keep it in the snapshot."""
-    device_id, _, _ = credential.partition(".")
-    if not device_id or len(device_id) > 40:
-        return None
-
-    def _read() -> access.DeviceRecord | None:
-        with rt.db.session() as s:
-            return access.find_device_record(s, device_id)
-
-    record = await asyncio.to_thread(_read)
-    if record is None:
-        return None
-    if device_id not in rt.snapshot.devices:
-        rt.snapshot.add_device(record)
-    return rt.snapshot.authenticate(credential)
 
 
 def _target_json(target: Target) -> dict[str, Any]:

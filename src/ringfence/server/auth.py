@@ -11,7 +11,7 @@ from fastapi import Request
 
 from ringfence.core.errors import Forbidden, Unauthorized
 from ringfence.server.runtime import Runtime
-from ringfence.store.access import find_api_token, find_device_record, hash_secret
+from ringfence.store.access import DeviceRecord, find_api_token, find_device_record, hash_secret
 
 READ = frozenset({"viewer", "operator", "releaser", "approver", "admin"})
 OPERATE = frozenset({"operator", "releaser", "admin"})  # pause, resume, halt, roll back
@@ -54,20 +54,28 @@ def actor(request: Request, allowed: frozenset[str]) -> Actor:
 
 
 def device(request: Request) -> str | None:
-    """The device a credential belongs to, or None. Checks the snapshot, then (several nodes on
-    PostgreSQL) the database, for a device that enrolled through another node. Call from a
-    worker thread; it does not change the snapshot."""
+    """The device a credential belongs to, or None: the snapshot first, then (several nodes on
+    PostgreSQL) the store. Call from a worker thread; it does not change the snapshot."""
     credential = bearer(request)
     rt = runtime(request)
     found = rt.snapshot.authenticate(credential)
     if found is not None or rt.db.is_sqlite:
         return found
+    record = enrolled_elsewhere(rt, credential)
+    return record.id if record is not None else None
+
+
+def enrolled_elsewhere(rt: Runtime, credential: str) -> DeviceRecord | None:
+    """A device this node's snapshot does not know: with several nodes on one PostgreSQL it may
+    have enrolled through another node. Reads the store (blocking) and checks the credential."""
     device_id, _, _ = credential.partition(".")
+    if not 0 < len(device_id) <= 40:
+        return None
     with rt.db.session() as s:
-        record = find_device_record(s, device_id) if 0 < len(device_id) <= 40 else None
+        record = find_device_record(s, device_id)
     if record is None or not hmac.compare_digest(record.credential_hash, hash_secret(credential)):
         return None
-    return record.id
+    return record
 
 
 def reader(request: Request) -> Actor:
