@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
+from ringfence.core.errors import Unavailable
 from ringfence.core.models import DeviceAttributes, EventKind
 from ringfence.server.ingest import WriteBatcher
 from ringfence.store.access import Sighting, enroll_device
@@ -49,3 +51,27 @@ def test_sightings_of_one_device_are_merged_and_events_acknowledged_when_stored(
         assert row.last_seen_at is not None
         versions = {v.content_type: v.version for v in s.scalars(select(DeviceVersion))}
     assert versions == {"a": "1", "b": "2"}
+
+
+def test_an_unreachable_database_fails_acknowledgements_with_unavailable() -> None:
+    """PostgreSQL gone while the server runs: nothing is acknowledged, every waiting check-in
+    gets Unavailable (503 over HTTP, and the agent retries), and the batcher keeps running."""
+    db = Database("postgresql+psycopg://postgres@127.0.0.1:1/gone")
+
+    async def scenario() -> tuple[BaseException | None, int, bool]:
+        batcher = WriteBatcher(db, flush_interval_s=0.01, max_batch=100, max_pending=1000)
+        runner = asyncio.create_task(batcher.run())
+        event = Event("d1", "e1", None, "a", "1", EventKind.INTENT, "windows/eu-west", T0, T0, {})
+        ack = batcher.submit(event, durable=True)
+        assert ack is not None
+        with pytest.raises(Unavailable) as failed:
+            await asyncio.wait_for(ack, 30)
+        alive = not runner.done()
+        runner.cancel()
+        return failed.value, batcher.failures, alive
+
+    error, failures, alive = asyncio.run(scenario())
+    assert "postgresql+psycopg://postgres@127.0.0.1:1/gone" in str(error)
+    assert failures == 1
+    assert alive
+    db.dispose()

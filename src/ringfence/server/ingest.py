@@ -107,11 +107,12 @@ class WriteBatcher:
                 continue
             self.batches_written += 1
             self.items_written += len(batch)
+            full = {id(a) for a in refused}
             for p in batch:
                 if p.done is None or p.done.done():
                     continue
-                if any(p.item is r for r in refused):
-                    p.done.set_exception(WaveFull(p.item))  # type: ignore[arg-type]
+                if isinstance(p.item, Admission) and id(p.item) in full:
+                    p.done.set_exception(WaveFull(p.item))
                 else:
                     p.done.set_result(None)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 
 from ringfence.core.assignment import Decision, RolloutView, Target, decide
 from ringfence.core.cohorts import Admissions, cohort_table
-from ringfence.core.models import DeviceAttributes, stratum_key
-from ringfence.core.rollout import ACTIVE_PHASES, Phase
+from ringfence.core.models import DEFAULT_STRATA, DeviceAttributes, stratum_key
+from ringfence.core.rollout import Phase
 from ringfence.store.access import DeviceRecord, hash_secret
 
 
@@ -76,7 +76,6 @@ class FleetSnapshot:
         self.admissions: dict[str, RolloutAdmissions] = {}
         self.releases_by_version: dict[tuple[str, str], str] = {}
         self.population_changed = False
-        self.generation = 0
         self.marker: tuple[int, int] = (-1, -1)
         self._content_types: tuple[str, ...] | None = None
 
@@ -140,7 +139,6 @@ class FleetSnapshot:
         self.marker = loaded.marker
         self._content_types = None
         self.population_changed = False
-        self.generation += 1
 
     def refresh_tables(self) -> None:
         """Recompute cohort thresholds after the fleet changed (devices joined or moved)."""
@@ -190,9 +188,6 @@ class FleetSnapshot:
 
     def stratum_of(self, device_id: str, content_type: str) -> str:
         view = self.views.get(content_type)
-        strata = view.plan.strata if view is not None else ("platform", "region")
+        strata = view.plan.strata if view is not None else DEFAULT_STRATA
         return stratum_key(self.devices[device_id].attributes, strata)
 
-
-def is_live(phase: Phase) -> bool:
-    return phase in ACTIVE_PHASES
