@@ -152,3 +152,163 @@ class Device:
         else:
             self.checkin([self.event("crash", content_type, version)])
         return self.versions.get(content_type)
+
+
+SENSOR_DIR = Path(__file__).resolve().parent.parent / "examples" / "sensor"
+
+
+class AgentProcess:
+    """``ringfence agent run`` as a real OS process over one state directory. Each ``start`` is
+    one boot of the machine; ``kill_at`` makes that boot die by SIGKILL at the named lifecycle
+    step (the agent's test-only fault hook)."""
+
+    def __init__(self, state_dir: Path, server_url: str, enroll_token: str = "", config: Path | None = None,
+                 attributes: dict[str, Any] | None = None) -> None:
+        self.state_dir = state_dir
+        self.server_url = server_url
+        self.enroll_token = enroll_token
+        self.config = config
+        self.attributes = attributes
+        self.proc: subprocess.Popen[bytes] | None = None
+        state_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+
+    def argv(self, once: bool = False) -> list[str]:
+        argv = [*RINGFENCE, "agent", "run", "--server", self.server_url, "--state-dir", str(self.state_dir)]
+        if self.enroll_token:
+            argv += ["--enroll-token", self.enroll_token]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
+        if self.attributes is not None:
+            path = self.state_dir.parent / f"{self.state_dir.name}.attributes.json"
+            path.write_text(json.dumps(self.attributes))
+            argv += ["--attributes", str(path)]
+        if once:
+            argv += ["--once", "--json"]
+        return argv
+
+    def start(self, kill_at: str | None = None, env: dict[str, str] | None = None) -> AgentProcess:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("RINGFENCE_AGENT_KILL_AT", None)
+        if kill_at:
+            full_env["RINGFENCE_AGENT_KILL_AT"] = kill_at
+        with self.log_path.open("ab") as log:
+            log.write(f"--- boot (kill_at={kill_at}) ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        return self
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the agent did not exit within {timeout}s:\n{self.log()}") from None
+
+    def stop(self) -> int | None:
+        """SIGTERM: a clean shutdown."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def journal(self) -> dict[str, Any]:
+        """The journal's summary, read from disk (the journal is replaced atomically, so this
+        is safe while the agent runs)."""
+        from ringfence.agent.journal import Journal, summary
+
+        state = Journal.open(self.state_dir).state
+        return {**summary(state), "outbox_kinds": [e["kind"] for e in state.outbox]}
+
+    def current(self, content_type: str) -> str | None:
+        """The version switched in on disk (the ``current`` link), or None."""
+        link = self.state_dir / "content" / content_type.replace("/", "+") / "current"
+        try:
+            return Path(os.readlink(link)).name
+        except OSError:
+            return None
+
+    def wait_for(self, predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+            except (OSError, ValueError, KeyError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()[-4000:]}")
+
+
+class Publisher:
+    """An operator over the admin API (httpx, no CLI process per call): content types, tokens,
+    artifacts, releases and rollout actions."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.http = server.client()
+
+    def _ok(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            raise AssertionError(f"{response.request.method} {response.request.url} -> {response.status_code}: "
+                                 f"{response.text}")
+        return response.json()
+
+    def content_type(self, name: str, category: str = "rapid-response") -> None:
+        self._ok(self.http.post("/v1/content-types", json={"name": name, "category": category}))
+
+    def enroll_token(self, tenant: str = "default") -> str:
+        token: str = self._ok(self.http.post("/v1/enroll-tokens", json={"tenant": tenant}))["token"]
+        return token
+
+    def push(self, content_type: str, version: str, data: bytes) -> dict[str, Any]:
+        import hashlib
+
+        params = {"content_type": content_type, "version": version, "sha256": hashlib.sha256(data).hexdigest()}
+        result: dict[str, Any] = self._ok(self.http.post(
+            "/v1/artifacts", params=params, content=data, headers={"Content-Type": "application/octet-stream"}))
+        return result
+
+    def release(self, content_type: str, version: str, data: bytes, plan: str, start: bool = True) -> str:
+        self.push(content_type, version, data)
+        release_id: str = self._ok(self.http.post("/v1/releases", json={
+            "content_type": content_type, "version": version, "plan": plan}))["release"]
+        if start:
+            self.action(release_id, "start")
+        return release_id
+
+    def action(self, release_id: str, action: str, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._ok(self.http.post(f"/v1/rollouts/{release_id}/{action}",
+                                                         json={"reason": reason}))
+        return result
+
+    def status(self, release_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._ok(self.http.get(f"/v1/rollouts/{release_id}"))
+        return result
+
+    def wait_status(self, release_id: str, check: Any, timeout: float = 30, what: str = "rollout state"
+                    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            last = self.status(release_id)
+            if check(last):
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; last status: {json.dumps(last, indent=1)[:3000]}")
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        found = self._ok(self.http.get("/v1/devices", params={"limit": 1000}))["devices"]
+        return next(d for d in found if d["id"] == device_id)

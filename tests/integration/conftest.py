@@ -83,6 +83,17 @@ def api(tmp_path: Path, db_url: str) -> Iterator[Api]:
     yield from make_api(tmp_path, db_url)
 
 
+CT = "sensor/ipc-templates"
+
+
+@pytest.fixture
+def setup(api: Api) -> Iterator[tuple[Api, str]]:
+    """A content type and an enrolment token."""
+    assert api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response"}).status_code == 201
+    token = api.http.post("/v1/enroll-tokens", json={"tenant": "acme"}).json()["token"]
+    yield api, token
+
+
 def error_of(response: httpx.Response) -> dict[str, Any]:
     """The one error shape; asserts it is exactly that."""
     body = response.json()

@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Api, Caller, error_of, make_api
-
-CT = "sensor/ipc-templates"
+from tests.integration.conftest import CT, Api, Caller, error_of, make_api
 
 TWO_WAVES = """
 name: two-waves
@@ -66,14 +64,6 @@ def status(api: Api, release_id: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
-
-
-@pytest.fixture
-def setup(api: Api) -> Iterator[tuple[Api, str]]:
-    """A content type and an enrolment token."""
-    assert api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response"}).status_code == 201
-    token = api.http.post("/v1/enroll-tokens", json={"tenant": "acme"}).json()["token"]
-    yield api, token
 
 
 # -- content types ----------------------------------------------------------------------------------------

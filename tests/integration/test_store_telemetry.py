@@ -157,7 +157,9 @@ def test_rollout_status_document(db: Database) -> None:
     admit(db, release_id, 0, LINUX, "d3")
     report(db, *(event(d, EventKind.INTENT, release_id) for d in ("d1", "d2", "d3")),
            event("d1", EventKind.CRASH, release_id), event("d1", EventKind.CRASH, release_id),
-           event("d2", EventKind.HEALTHY, release_id))
+           event("d2", EventKind.HEALTHY, release_id),
+           *(event(d, EventKind.ACTIVATED, release_id) for d in ("d1", "d2")),
+           event("d1", EventKind.AUTO_REVERTED, release_id))
     drive(db, release_id, Intent.ADVANCE, now=at(100))
     admit(db, release_id, 1, WIN, "d4")
     report(db, event("d4", EventKind.INTENT, release_id))
@@ -174,13 +176,14 @@ def test_rollout_status_document(db: Database) -> None:
     waves = status["waves"]
     assert [(w["index"], w["name"], w["state"]) for w in waves] == [
         (0, "canary", "done"), (1, "early", "halted"), (2, "everyone", "pending")]
-    assert [(w["admitted"], w["exposed"], w["failed"], w["healthy"]) for w in waves] == [
-        (3, 3, 1, 1), (1, 1, 0, 0), (0, 0, 0, 0)]
+    assert [(w["admitted"], w["exposed"], w["activated"], w["failed"], w["healthy"], w["reverted"])
+            for w in waves] == [(3, 3, 2, 1, 1, 1), (1, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0)]
     assert {k: waves[0][k] for k in ("share", "max_devices", "soak_s", "failure_budget", "min_devices")} == {
         "share": None, "max_devices": {"total": 2, "per_stratum": None}, "soak_s": 60.0, "failure_budget": 1,
         "min_devices": 1}
     assert waves[1]["share"] == 0.5
-    assert status["totals"] == {"admitted": 4, "exposed": 4, "failed": 1, "healthy": 1}
+    assert status["totals"] == {"admitted": 4, "exposed": 4, "activated": 2, "failed": 1, "healthy": 1,
+                                "reverted": 1}
     assert [(h["from"], h["to"], h["actor"], h["intent"]) for h in status["history"]] == [
         (None, "draft", "alice", "create"), ("draft", "ready", "alice", "prepare"),
         ("ready", "rolling", "alice", "start"), ("rolling", "rolling", "alice", "advance"),
@@ -203,7 +206,8 @@ def test_rollout_status_of_a_completed_rollout(db: Database) -> None:
     status = _status(db, release_id)
     assert (status["phase"], status["wave"]) == ("completed", 2)
     assert [w["state"] for w in status["waves"]] == ["done", "done", "done"]
-    assert status["totals"] == {"admitted": 0, "exposed": 0, "failed": 0, "healthy": 0}
+    assert status["totals"] == {"admitted": 0, "exposed": 0, "activated": 0, "failed": 0, "healthy": 0,
+                                "reverted": 0}
 
 
 def _status(db: Database, release_id: str) -> dict[str, Any]:

@@ -123,11 +123,11 @@ def test_paused_and_halted_admit_nobody_new(phase: Phase) -> None:
 
 
 @pytest.mark.parametrize("phase", [Phase.ROLLING_BACK, Phase.ROLLED_BACK])
-def test_rolling_back_gives_everyone_the_baseline(phase: Phase) -> None:
+def test_rolling_back_sends_exposed_devices_to_their_lkg_and_others_to_the_baseline(phase: Phase) -> None:
     v = view(phase, wave=2)
     for device_id in FLEET[:50]:
         assert decide(v, device_id, ATTRS, None, NOBODY) == Decision(BASELINE)
-        assert decide(v, device_id, ATTRS, 0, NOBODY) == Decision(BASELINE)
+        assert decide(v, device_id, ATTRS, 0, NOBODY) == Decision(BASELINE, rollback_from=NEW.version)
 
 
 @pytest.mark.parametrize("phase", [Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.PAUSED, Phase.HALTED])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ app.add_typer(token_app, name="enroll-token")
 app.add_typer(artifact_app, name="artifact")
 app.add_typer(release_app, name="release")
 app.add_typer(rollout_app, name="rollout")
+agent_app = typer.Typer(help="The endpoint agent.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -125,9 +128,9 @@ def server(
     """Run the control plane (API, agent endpoints, reconciler)."""
     import uvicorn
 
+    from ringfence.logs import configure
     from ringfence.server.app import create_app
     from ringfence.server.config import ServerConfig
-    from ringfence.server.logs import configure
     from ringfence.store.db import Database, database_url, redact
 
     if log_format not in ("text", "json"):
@@ -388,6 +391,58 @@ def devices(
         table.add_row(d["id"][:12], d["tenant"], d["platform"], d["os_version"], d["region"], versions,
                       d["last_seen_at"] or "-")
     out.print(table)
+
+
+@agent_app.command("run")
+def agent_run(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="where the agent keeps its journal, credential "
+                                                                  "and content")],
+    server: Annotated[str | None, typer.Option("--server", envvar="RINGFENCE_SERVER", help="API base URL")] = None,
+    enroll_token: Annotated[str | None, typer.Option("--enroll-token", envvar="RINGFENCE_ENROLL_TOKEN",
+                                                     help="enrolment token (needed only for the first run)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="start, check in once (finishing any update it "
+                                                      "brings), and exit")] = False,
+    attributes: Annotated[Path | None, typer.Option("--attributes", help="YAML/JSON file: platform, os_version, "
+                                                                         "arch, region, tags, agent_version")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="agent config file (appliers, probes, "
+                                                                 "workload, limits)")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
+    json_out: Json = False,
+) -> None:
+    """Run the endpoint agent: enroll once, then check in and apply updates safely."""
+    from ringfence.agent import Agent, AgentConfig, AgentError, load_attributes, load_config
+    from ringfence.logs import configure
+
+    if log_format not in ("text", "json"):
+        raise _fail(f"--log-format must be text or json, not {log_format!r}", EXIT_INVALID)
+    if not server:
+        raise _fail("no server: give --server or set RINGFENCE_SERVER", EXIT_INVALID)
+    configure(log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on an endpoint
+    try:
+        base: dict[str, Any] = {"server": server, "state_dir": state_dir, "enroll_token": enroll_token}
+        if attributes is not None:
+            base["attributes"] = load_attributes(attributes)
+        settings = load_config(config, **base) if config is not None else AgentConfig(**base)
+    except RingfenceError as exc:
+        raise _fail(exc.message, EXIT_INVALID) from None
+    agent = Agent(settings)
+
+    def _stop(signum: int, _frame: object) -> None:
+        agent.stopping.set()
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        agent.run(once=once)
+    except AgentError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    if once and json_out:
+        from ringfence.agent.journal import Journal, summary
+
+        _print_json(summary(Journal.open(state_dir).state))  # the agent closed its journal: read it again
 
 
 def main() -> None:

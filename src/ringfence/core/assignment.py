@@ -4,7 +4,10 @@ and the rollout's admissions so far.
 * ``rolling``: an admitted device runs the new version; another one is admitted if a wave up to
   the current one has room for it (:func:`ringfence.core.cohorts.admit`).
 * ``paused`` / ``halted``: nobody new is admitted; exposed devices keep the new version.
-* ``rolling_back`` / ``rolled_back``: everybody runs the baseline (last completed release).
+* ``rolling_back``: an exposed device goes back to its own last-known-good version (the decision
+  names the version it leaves, and the baseline as the fallback for a device that kept none);
+  everybody else runs the baseline.
+* ``rolled_back``: the rollout is over; everybody runs the baseline.
 * no active rollout: the baseline.
 """
 
@@ -46,6 +49,7 @@ class RolloutView:
 class Decision:
     target: Target | None
     admit_wave: int | None = None  # set when this decision admits the device to that wave
+    rollback_from: str | None = None  # set when the device must leave this version for its LKG
 
 
 def decide(
@@ -56,6 +60,8 @@ def decide(
     admissions: Admissions,
 ) -> Decision:
     if view.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+        if admitted_wave is not None:
+            return Decision(view.baseline, rollback_from=view.target.version)
         return Decision(view.baseline)
     if admitted_wave is not None:
         return Decision(view.target)

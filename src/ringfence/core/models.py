@@ -117,15 +117,27 @@ def stratum_key(attributes: DeviceAttributes, dimensions: tuple[str, ...]) -> st
 
 
 class EventKind(StrEnum):
-    """What a device reports about a version. ``intent`` is sent *before* activation, so a
-    device that dies while activating is still counted as exposed."""
+    """What a device reports about a version, in the order of an update's life.
+
+    ``intent`` is sent *before* activation, so a device that dies while activating is still
+    counted as exposed. ``activated`` follows the atomic switch; ``healthy`` commits the version
+    as the device's last-known-good; ``failed`` is an update that could not be applied or did
+    not pass its trial; ``rolled_back`` is a return to the last-known-good while running,
+    ``auto_reverted`` one made at start-up by the crash-loop guard; ``crash`` is an unclean exit
+    found at the next start; ``heartbeat`` says a version in trial is still alive.
+    """
 
     INTENT = "intent"
+    ACTIVATED = "activated"
     HEALTHY = "healthy"
+    FAILED = "failed"
     CRASH = "crash"
     PROBE_FAILED = "probe_failed"
     ROLLED_BACK = "rolled_back"
     AUTO_REVERTED = "auto_reverted"
+    HEARTBEAT = "heartbeat"
 
 
-FAILURE_KINDS = frozenset({EventKind.CRASH, EventKind.PROBE_FAILED, EventKind.ROLLED_BACK, EventKind.AUTO_REVERTED})
+FAILURE_KINDS = frozenset({EventKind.CRASH, EventKind.PROBE_FAILED, EventKind.FAILED, EventKind.ROLLED_BACK,
+                           EventKind.AUTO_REVERTED})
+REVERT_KINDS = frozenset({EventKind.ROLLED_BACK, EventKind.AUTO_REVERTED})

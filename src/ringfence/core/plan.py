@@ -10,6 +10,9 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
     name: rapid-content          # required
     description: text            # optional
     strata: [platform, region]   # optional; dimensions judged separately (default platform, region)
+    activation:                  # optional; what agents do before switching to this release
+      require_intent_ack: true   # never activate before the server acknowledged the intent (default)
+      intent_ack_timeout: 30s    # how long an agent waits for that acknowledgement (1s..10m)
     waves:                       # required, at least one, in order
       - name: canary             # required, unique
         selector:                # optional; default: every device
@@ -131,17 +134,36 @@ class Wave:
 
 
 @dataclass(frozen=True, slots=True)
+class Activation:
+    """The agent's policy for announcing itself before it switches to the new version.
+
+    With ``require_intent_ack`` (the default) an agent that cannot get its intent acknowledged
+    within ``intent_ack_timeout`` keeps its last-known-good version and tries again later: no
+    device runs the release without being counted as exposed.
+    """
+
+    require_intent_ack: bool = True
+    intent_ack_timeout: timedelta = timedelta(seconds=30)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"require_intent_ack": self.require_intent_ack,
+                "intent_ack_timeout_s": self.intent_ack_timeout.total_seconds()}
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     name: str
     waves: tuple[Wave, ...]
     strata: tuple[str, ...] = DEFAULT_STRATA
     description: str = ""
+    activation: Activation = Activation()
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "strata": list(self.strata),
+            "activation": self.activation.as_dict(),
             "waves": [w.as_dict() for w in self.waves],
         }
 
@@ -283,7 +305,7 @@ class _Checker:
     def plan(self, root: yaml.Node | None) -> Plan | None:
         if root is None:
             return None  # an empty document: parse_plan reports "empty plan"
-        fields = self.mapping(root, "", {"name", "description", "strata", "waves"}, {"name", "waves"})
+        fields = self.mapping(root, "", {"name", "description", "strata", "activation", "waves"}, {"name", "waves"})
         if fields is None:
             return None
         name = self.string(fields["name"][1], "name") if "name" in fields else None
@@ -293,6 +315,7 @@ class _Checker:
         strata = DEFAULT_STRATA
         if "strata" in fields:
             strata = self.strata(fields["strata"][1])
+        activation = self.activation(fields["activation"][1]) if "activation" in fields else Activation()
         waves: list[Wave] = []
         if "waves" in fields:
             node = fields["waves"][1]
@@ -320,7 +343,40 @@ class _Checker:
                     waves.append(wave)
         if self.problems or name is None:
             return None
-        return Plan(name=name, waves=tuple(waves), strata=strata, description=description)
+        return Plan(name=name, waves=tuple(waves), strata=strata, description=description, activation=activation)
+
+    def activation(self, node: yaml.Node) -> Activation:
+        fields = self.mapping(node, "activation", {"require_intent_ack", "intent_ack_timeout"})
+        if fields is None:
+            return Activation()
+        default = Activation()
+        require = default.require_intent_ack
+        if "require_intent_ack" in fields:
+            value_node = fields["require_intent_ack"][1]
+            value = self.scalar(value_node, "activation.require_intent_ack")
+            if not isinstance(value, bool):
+                self.fail("activation.require_intent_ack", value_node, f"must be true or false, got {value!r}")
+            else:
+                require = value
+        timeout = default.intent_ack_timeout
+        if "intent_ack_timeout" in fields:
+            parsed = self.duration(fields["intent_ack_timeout"][1], "activation.intent_ack_timeout")
+            if parsed is not None and not timedelta(seconds=1) <= parsed <= timedelta(minutes=10):
+                self.fail("activation.intent_ack_timeout", fields["intent_ack_timeout"][1],
+                          f"must be between 1s and 10m, got {format_duration(parsed)}")
+            elif parsed is not None:
+                timeout = parsed
+        return Activation(require_intent_ack=require, intent_ack_timeout=timeout)
+
+    def duration(self, node: yaml.Node, path: str) -> timedelta | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(path, node, "must be a duration like 45s, 30m, 2h, 1d or 1h30m")
+            return None
+        try:  # the source text, so YAML never reads 1:30 as base-60 seconds
+            return parse_duration(node.value)
+        except ValueError as exc:
+            self.fail(path, node, str(exc))
+            return None
 
     def strata(self, node: yaml.Node) -> tuple[str, ...]:
         items = self.string_items(node, "strata")
@@ -366,14 +422,7 @@ class _Checker:
             self.fail(path, node, "needs share, max_devices or both: how many devices this wave reaches")
         soak = timedelta(0)
         if "soak" in fields:
-            soak_node = fields["soak"][1]
-            if not isinstance(soak_node, yaml.ScalarNode):
-                self.fail(f"{path}.soak", soak_node, "must be a duration like 45s, 30m, 2h, 1d or 1h30m")
-            else:
-                try:  # the source text, so YAML never reads 1:30 as base-60 seconds
-                    soak = parse_duration(soak_node.value)
-                except ValueError as exc:
-                    self.fail(f"{path}.soak", soak_node, str(exc))
+            soak = self.duration(fields["soak"][1], f"{path}.soak") or timedelta(0)
         gates = self.gates(fields["gates"][1], f"{path}.gates") if "gates" in fields else Gates()
         if len(self.problems) > before or name is None:
             return None

@@ -1,4 +1,4 @@
-"""The agent API: enrolment and check-in.
+"""The agent API: enrolment, check-in and the start-up revocation check.
 
 A check-in never reads the database. It authenticates against the snapshot, records what the
 device reports (sightings fire-and-forget; events durable), decides the desired version per
@@ -18,13 +18,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from ringfence.core.assignment import Target
+from ringfence.core.assignment import Decision, RolloutView, Target
 from ringfence.core.errors import InvalidInput, Unauthorized
 from ringfence.core.models import DeviceAttributes
+from ringfence.core.plan import Activation
 from ringfence.server import auth
 from ringfence.server.ingest import WaveFull
 from ringfence.server.runtime import Runtime
-from ringfence.server.schemas import AttributesIn, CheckInIn
+from ringfence.server.schemas import AttributesIn, CheckInIn, RevocationsIn
 from ringfence.store import access
 from ringfence.store.access import Sighting
 from ringfence.store.telemetry import Admission, Event
@@ -58,15 +59,9 @@ async def enroll(body: AttributesIn, request: Request) -> dict[str, Any]:
             "poll_interval_s": rt.config.poll_interval_s}
 
 
-_CHECKIN_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": CheckInIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
-
-
-@router.post("/checkin", openapi_extra=_CHECKIN_BODY)
-async def checkin(request: Request) -> Response:
-    """The hot path: the body is validated straight from bytes and the answer is encoded once
-    (no dependency solving, no response-model pass); errors keep the one shape."""
-    rt = auth.runtime(request)
+async def _authenticate(rt: Runtime, request: Request) -> str:
+    """The device a credential belongs to: from the snapshot, or (several nodes on PostgreSQL)
+    from the database for a device enrolled through another node."""
     credential = auth.bearer(request)
     device_id = rt.snapshot.authenticate(credential)
     if device_id is None and not rt.db.is_sqlite:
@@ -77,6 +72,19 @@ async def checkin(request: Request) -> Response:
             device_id = record.id
     if device_id is None:
         raise Unauthorized("the device credential is unknown; enroll again")
+    return device_id
+
+
+_CHECKIN_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": CheckInIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/checkin", openapi_extra=_CHECKIN_BODY)
+async def checkin(request: Request) -> Response:
+    """The hot path: the body is validated straight from bytes and the answer is encoded once
+    (no dependency solving, no response-model pass); errors keep the one shape."""
+    rt = auth.runtime(request)
+    device_id = await _authenticate(rt, request)
     raw = await request.body()
     try:
         body = CheckInIn.model_validate_json(raw or b"{}")
@@ -89,9 +97,48 @@ async def checkin(request: Request) -> Response:
     return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
 
-def _target_json(target: Target) -> dict[str, Any]:
+_DEFAULT_ACTIVATION = Activation().as_dict()
+
+
+def _target_json(target: Target, activation: dict[str, Any] = _DEFAULT_ACTIVATION) -> dict[str, Any]:
     return {"version": target.version, "sha256": target.sha256, "size": target.size,
-            "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id}
+            "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id, "activation": activation}
+
+
+def _desired_json(decision: Decision, view: RolloutView | None) -> dict[str, Any] | None:
+    """What the device is told for one content type. A rollback names the version to leave; the
+    device returns to its own last-known-good, falling back to the baseline given here (or to no
+    content at all when there is none)."""
+    target = decision.target
+    if decision.rollback_from is not None:
+        answer: dict[str, Any] = _target_json(target) if target is not None else {"version": None}
+        answer["rollback_from"] = decision.rollback_from
+        return answer
+    if target is None:
+        return None
+    if view is not None and target.release_id == view.release_id:
+        return _target_json(target, view.plan.activation.as_dict())
+    return _target_json(target)
+
+
+def _revoked_json(rt: Runtime, versions: dict[str, str]) -> dict[str, Any]:
+    """Of the versions a device reports, those it must leave, with why."""
+    out: dict[str, Any] = {}
+    for content_type, version in versions.items():
+        entry = rt.snapshot.revoked.get(content_type, {}).get(version)
+        if entry is not None:
+            out[content_type] = {"version": version, "release": entry.release_id, "phase": entry.phase,
+                                 "reason": entry.reason}
+    return out
+
+
+@router.post("/revocations")
+async def revocations(body: RevocationsIn, request: Request) -> dict[str, Any]:
+    """The start-up check: which of these versions must not be loaded. Answered from memory,
+    so an agent booting into a crash loop gets its answer within its short timeout."""
+    rt = auth.runtime(request)
+    await _authenticate(rt, request)
+    return {"revoked": _revoked_json(rt, body.versions)}
 
 
 async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
@@ -125,15 +172,16 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
     for content_type in snap.content_types():
         decision, stratum = snap.decide(device_id, content_type)
         target = decision.target
-        if decision.admit_wave is not None and stratum is not None and target is not None:
-            view = snap.views[content_type]
+        view = snap.views.get(content_type)
+        if decision.admit_wave is not None and stratum is not None and target is not None and view is not None:
             cohort = view.table[decision.admit_wave]
             fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now,
                                               cohort.cap(stratum), cohort.total_cap), durable=True)
             assert fut is not None
             admitted.append((fut, content_type, view.release_id, stratum, view.baseline))
-        if target is not None:
-            desired[content_type] = _target_json(target)
+        answer = _desired_json(decision, view)
+        if answer is not None:
+            desired[content_type] = answer
     results = await asyncio.gather(*waits, *(a[0] for a in admitted), return_exceptions=True)
     failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, WaveFull)), None)
     for result, (_, content_type, release_id, stratum, baseline) in zip(results[len(waits):], admitted,
@@ -148,9 +196,14 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
             desired[content_type] = _target_json(baseline)
     if failure is not None:
         raise failure
-    return {
+    answer = {
         "device_id": device_id,
         "desired": desired,
         "acked": [e.id for e in body.events],
         "poll_interval_s": rt.config.poll_interval_s,
     }
+    if snap.revoked and body.versions:
+        revoked = _revoked_json(rt, body.versions)
+        if revoked:
+            answer["revoked"] = revoked
+    return answer

@@ -24,7 +24,7 @@ from ringfence.core.clock import Clock
 from ringfence.core.errors import Conflict, RingfenceError
 from ringfence.core.rollout import ACTIVE_PHASES, Phase
 from ringfence.engine.reconciler import EngineLimits, step
-from ringfence.server.snapshot import LoadedViews
+from ringfence.server.snapshot import LoadedViews, Revoked
 from ringfence.store.db import Database
 from ringfence.store.releases import (
     apply_intent,
@@ -34,7 +34,7 @@ from ringfence.store.releases import (
     release_target,
     rollout_state,
 )
-from ringfence.store.schema import ReleaseRow
+from ringfence.store.schema import HistoryRow, ReleaseRow
 from ringfence.store.telemetry import load_admissions, observe
 
 log = logging.getLogger("ringfence.reconciler")
@@ -60,11 +60,29 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
                 admissions[row.id] = load_admissions(s, row.id)
         baselines = {ct: baseline_target(s, ct) for ct in content_type_names(s)}
         by_version: dict[tuple[str, str], str] = {}
-        for rid, ct, version in s.execute(select(ReleaseRow.id, ReleaseRow.content_type, ReleaseRow.version)
-                                          .order_by(ReleaseRow.created_at, ReleaseRow.id)):
+        newest_phase: dict[tuple[str, str], str] = {}
+        for rid, ct, version, phase in s.execute(
+                select(ReleaseRow.id, ReleaseRow.content_type, ReleaseRow.version, ReleaseRow.phase)
+                .order_by(ReleaseRow.created_at, ReleaseRow.id)):
             by_version[(ct, version)] = rid
+            newest_phase[(ct, version)] = phase
+        revoked: dict[str, dict[str, Revoked]] = {}
+        for (ct, version), phase in newest_phase.items():
+            if phase in _REVOKED_PHASES:
+                rid = by_version[(ct, version)]
+                revoked.setdefault(ct, {})[version] = Revoked(rid, phase, _rollback_reason(s, rid))
         marker = rollouts_marker(s)
-    return LoadedViews(views, baselines, admissions, by_version, marker)
+    return LoadedViews(views, baselines, admissions, by_version, marker, revoked)
+
+
+_REVOKED_PHASES = (Phase.ROLLING_BACK.value, Phase.ROLLED_BACK.value)
+
+
+def _rollback_reason(s: Session, release_id: str) -> str:
+    reason = s.scalar(select(HistoryRow.reason).where(HistoryRow.release_id == release_id,
+                                                      HistoryRow.to_phase == Phase.ROLLING_BACK.value)
+                      .order_by(HistoryRow.at.desc()).limit(1))
+    return reason or "the release was rolled back"
 
 
 def rollouts_marker(s: Session) -> tuple[int, int]:
@@ -155,7 +173,7 @@ class Reconciler:
             log.info("release %s: %s", release_id, exc.message)
         except RingfenceError as exc:
             self.errors += 1
-            log.error("release %s: reconciling failed: %s", release_id, exc.message)  # noqa: TRY400 - expected
+            log.error("release %s: reconciling failed: %s", release_id, exc.message)
         return 0
 
     async def run(self) -> None:

@@ -57,3 +57,8 @@ class CheckInIn(_Strict):
     attributes: AttributesIn | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     events: list[EventIn] = Field(default_factory=list)
+
+
+class RevocationsIn(_Strict):
+    versions: dict[str, str] = Field(description="content type -> the version the device is about to load",
+                                     max_length=256)

@@ -57,6 +57,16 @@ class RolloutAdmissions:
 
 
 @dataclass(frozen=True, slots=True)
+class Revoked:
+    """A version devices must leave (and must not load at start-up): its release was rolled
+    back."""
+
+    release_id: str
+    phase: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedViews:
     """What :meth:`FleetSnapshot.load`-style readers fetch from the database."""
 
@@ -65,6 +75,7 @@ class LoadedViews:
     admissions: dict[str, dict[str, tuple[int, str]]]  # release id -> device -> (wave, stratum)
     releases_by_version: dict[tuple[str, str], str]  # (content type, version) -> newest release id
     marker: tuple[int, int] = (0, 0)  # see control.rollouts_marker
+    revoked: dict[str, dict[str, Revoked]] = field(default_factory=dict)  # content type -> version -> why
 
 
 class FleetSnapshot:
@@ -75,6 +86,7 @@ class FleetSnapshot:
         self.baselines: dict[str, Target | None] = {}
         self.admissions: dict[str, RolloutAdmissions] = {}
         self.releases_by_version: dict[tuple[str, str], str] = {}
+        self.revoked: dict[str, dict[str, Revoked]] = {}
         self.population_changed = False
         self.marker: tuple[int, int] = (-1, -1)
         self._content_types: tuple[str, ...] | None = None
@@ -136,6 +148,7 @@ class FleetSnapshot:
         self.views = {ct: self._with_table(v) for ct, v in loaded.views.items()}
         self.baselines = loaded.baselines
         self.releases_by_version = loaded.releases_by_version
+        self.revoked = loaded.revoked
         self.marker = loaded.marker
         self._content_types = None
         self.population_changed = False

@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
-from ringfence.core.models import FAILURE_KINDS, EventKind
+from ringfence.core.models import FAILURE_KINDS, REVERT_KINDS, EventKind
 from ringfence.core.rollout import Intent, Phase
 from ringfence.engine.reconciler import Observations
 from ringfence.store.access import upsert
@@ -22,6 +22,7 @@ from ringfence.store.releases import get_release, history, release_plan
 from ringfence.store.schema import AdmissionRow, DeviceRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
+_REVERTS = [k.value for k in REVERT_KINDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +202,15 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
     exposed = _per_wave(s, row.id, [EventKind.INTENT.value])
     failed = _per_wave(s, row.id, _FAILURES)
     healthy = _per_wave(s, row.id, [EventKind.HEALTHY.value])
+    activated = _per_wave(s, row.id, [EventKind.ACTIVATED.value])
+    reverted = _per_wave(s, row.id, _REVERTS)
     waves = []
     for i, wave in enumerate(plan.waves):
         waves.append({
             "index": i, "name": wave.name, "state": _wave_state(phase, i, row.wave),
             "admitted": admitted.get(i, 0), "exposed": exposed.get(i, 0), "failed": failed.get(i, 0),
-            "healthy": healthy.get(i, 0), "share": wave.share,
+            "healthy": healthy.get(i, 0), "activated": activated.get(i, 0), "reverted": reverted.get(i, 0),
+            "share": wave.share,
             "max_devices": {"total": wave.cap.total, "per_stratum": wave.cap.per_stratum},
             "soak_s": wave.soak.total_seconds(), "failure_budget": wave.gates.failure_budget,
             "min_devices": wave.gates.min_devices,
@@ -216,7 +220,8 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
         "phase": phase.value, "wave": row.wave, "wave_name": plan.waves[row.wave].name,
         "wave_started_at": utc(row.wave_started_at).isoformat() if row.wave_started_at else None,
         "revision": row.revision, "created_at": utc(row.created_at).isoformat(), "created_by": row.created_by,
-        "totals": {k: sum(w[k] for w in waves) for k in ("admitted", "exposed", "failed", "healthy")},
+        "totals": {k: sum(w[k] for w in waves)
+                   for k in ("admitted", "exposed", "activated", "healthy", "failed", "reverted")},
         "waves": waves,
         "history": [{
             "at": utc(h.at).isoformat(), "intent": h.intent, "from": h.from_phase, "to": h.to_phase,

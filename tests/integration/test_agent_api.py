@@ -1,0 +1,114 @@
+"""What the agent API tells an agent about rollbacks and revocations, and what it counts from
+the lifecycle events an agent sends, in process on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.conftest import CT, Api, Caller, error_of
+from tests.integration.test_api import _devices, event, release, status, wait_for
+
+ONE_WAVE = "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1m\n"
+
+
+def checkin(device: Caller, versions: dict[str, str] | None = None,
+            events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    r = device.post("/v1/agent/checkin", json={"versions": versions or {}, "events": events or []})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def completed_baseline(api: Api, devices: list[Caller]) -> str:
+    good = release(api, "1.0", ONE_WAVE)
+    api.http.post(f"/v1/rollouts/{good}/start")
+    for d in devices:
+        assert checkin(d)["desired"][CT]["version"] == "1.0"
+    api.clock.advance(61)
+    wait_for(lambda: status(api, good)["phase"] == "completed")
+    return good
+
+
+def test_the_plan_decides_whether_agents_need_an_acknowledged_intent(setup: tuple[Api, str]) -> None:
+    api, enroll = setup
+    device = _devices(api, enroll, 1)[0]
+    wait_for(lambda: api.http.get("/v1/server").json()["devices"] == 1)
+    rid = release(api, "1.0", ONE_WAVE + "activation:\n  require_intent_ack: false\n  intent_ack_timeout: 5s\n")
+    api.http.post(f"/v1/rollouts/{rid}/start")
+    target = checkin(device)["desired"][CT]
+    assert target["activation"] == {"require_intent_ack": False, "intent_ack_timeout_s": 5.0}
+    assert target["version"] == "1.0"
+    assert target["url"] == f"/v1/artifacts/{target['sha256']}"
+
+    bad = api.http.post("/v1/releases", json={"content_type": CT, "version": "1.0", "plan":
+                                              ONE_WAVE + "activation: {intent_ack_timeout: 1h}\n"})
+    assert bad.status_code == 400
+    assert "activation.intent_ack_timeout" in error_of(bad)["message"]
+
+
+def test_rollback_sends_exposed_devices_to_their_lkg_and_revokes_the_version(setup: tuple[Api, str]) -> None:
+    api, enroll = setup
+    devices = _devices(api, enroll, 4)
+    wait_for(lambda: api.http.get("/v1/server").json()["devices"] == 4)
+    completed_baseline(api, devices)
+    baseline = {CT: "1.0"}
+
+    bad = release(api, "2.0", "name: bad\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1h\n"
+                              "    gates: {failure_budget: 10}\n")
+    api.http.post(f"/v1/rollouts/{bad}/start")
+    exposed, others = devices[:2], devices[2:]
+    for d in exposed:
+        assert checkin(d, baseline)["desired"][CT]["version"] == "2.0"
+        checkin(d, baseline, [event("intent", "2.0")])
+        checkin(d, {CT: "2.0"}, [event("activated", "2.0"), event("heartbeat", "2.0")])
+    checkin(exposed[0], {CT: "2.0"}, [event("healthy", "2.0")])
+    checkin(exposed[1], {CT: "2.0"}, [event("failed", "2.0")])
+    counts = wait_for(lambda: (t := status(api, bad)["totals"])["activated"] == 2 and t)
+    assert (counts["exposed"], counts["healthy"], counts["failed"], counts["reverted"]) == (2, 1, 1, 0)
+
+    api.http.post(f"/v1/rollouts/{bad}/halt", json={"reason": "failures"})
+    api.http.post(f"/v1/rollouts/{bad}/rollback", json={"reason": "failures after the trial"})
+    wait_for(lambda: status(api, bad)["phase"] == "rolling_back")
+    # Exposed devices are told to leave 2.0 for their own LKG (the baseline is the fallback) ...
+    for d in exposed:
+        answer = checkin(d, {CT: "2.0"})
+        assert answer["desired"][CT]["rollback_from"] == "2.0"
+        assert answer["desired"][CT]["version"] == "1.0"
+    # ... devices that never took it are simply on the baseline.
+    for d in others:
+        answer = checkin(d, baseline)
+        assert answer["desired"][CT]["version"] == "1.0"
+        assert "rollback_from" not in answer["desired"][CT]
+        assert "revoked" not in answer
+    # A device still reporting 2.0 is told it is revoked, with the operator's reason.
+    answer = checkin(exposed[0], {CT: "2.0"})
+    assert answer["revoked"][CT] == {"version": "2.0", "release": bad, "phase": "rolling_back",
+                                     "reason": "failures after the trial"}
+
+    # The start-up check answers the same question on its own.
+    r = exposed[0].post("/v1/agent/revocations", json={"versions": {CT: "2.0", "other/type": "2.0"}})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"revoked": {CT: answer["revoked"][CT]}}
+    assert exposed[0].post("/v1/agent/revocations", json={"versions": baseline}).json() == {"revoked": {}}
+
+    for d in exposed:
+        checkin(d, baseline, [event("rolled_back", "2.0")])
+    done = wait_for(lambda: (s := status(api, bad))["phase"] == "rolled_back" and s)
+    assert done["totals"]["reverted"] == 2
+    # Rolled back and no longer active: the version stays revoked for anyone who still has it.
+    r = exposed[0].post("/v1/agent/revocations", json={"versions": {CT: "2.0"}})
+    assert r.json()["revoked"][CT]["phase"] == "rolled_back"
+
+
+def test_revocation_check_refuses_strangers_and_bad_bodies(setup: tuple[Api, str]) -> None:
+    api, enroll = setup
+    device = _devices(api, enroll, 1)[0]
+    stranger = api.as_token("nobody.secret")
+    r = stranger.post("/v1/agent/revocations", json={"versions": {CT: "1.0"}})
+    assert r.status_code == 401
+    assert error_of(r)["code"] == "unauthorized"
+    r = device.post("/v1/agent/revocations", json={"versions": ["1.0"]})
+    assert r.status_code == 422
+    assert error_of(r)["details"]["problems"][0]["field"] == "versions"
+    r = api.http.post("/v1/agent/revocations", json={"versions": {}})  # an admin token is not a device
+    assert r.status_code == 401
