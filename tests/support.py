@@ -7,6 +7,7 @@ then ``ringfence server``) in a temporary data dir, on SQLite or on a PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -187,6 +188,8 @@ class AgentProcess:
             argv += ["--once", "--json"]
         return argv
 
+    started: ClassVar[list[AgentProcess]] = []  # every agent a test started, for the clean-up fixture
+
     def start(self, kill_at: str | None = None, env: dict[str, str] | None = None) -> AgentProcess:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("RINGFENCE_AGENT_KILL_AT", None)
@@ -196,7 +199,17 @@ class AgentProcess:
             log.write(f"--- boot (kill_at={kill_at}) ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        AgentProcess.started.append(self)
         return self
+
+    def cleanup(self) -> None:
+        """Kill the agent and the workload it supervises, whatever state the test left them in."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        pidfile = self.state_dir / "run" / "workload.pid"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            os.killpg(int(json.loads(pidfile.read_text())["pid"]), signal.SIGKILL)
 
     def wait_exit(self, timeout: float = 60) -> int:
         assert self.proc is not None
@@ -312,3 +325,152 @@ class Publisher:
     def device(self, device_id: str) -> dict[str, Any]:
         found = self._ok(self.http.get("/v1/devices", params={"limit": 1000}))["devices"]
         return next(d for d in found if d["id"] == device_id)
+
+
+class LimitedAgentProcess(AgentProcess):
+    """An :class:`AgentProcess` whose every boot runs under a file-size limit (``RLIMIT_FSIZE``):
+    a disk that takes small writes and refuses a large one (``EFBIG``; Python ignores
+    ``SIGXFSZ``, so the write fails instead of killing the process).
+
+    The limit is set by a small Python wrapper that then execs the agent, not by ``preexec_fn``
+    (which can deadlock in a parent with threads, as an xdist worker has)."""
+
+    _WRAPPER = ("import os, resource, sys\n"
+                "limit = int(sys.argv[1])\n"
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+                "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n")
+
+    def __init__(self, *args: Any, max_file_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_file_bytes = max_file_bytes
+
+    def argv(self, once: bool = False) -> list[str]:
+        argv = super().argv(once)
+        assert argv[0] == sys.executable
+        return [sys.executable, "-c", self._WRAPPER, str(self.max_file_bytes), *argv[1:]]
+
+
+def server_events(server: ServerProcess, device_id: str | None = None) -> list[dict[str, Any]]:
+    """The events the server stored (SQLite data dir), oldest first: what reached it."""
+    import sqlite3
+
+    conn = sqlite3.connect(server.data_dir / "ringfence.db", timeout=10)
+    try:
+        rows = conn.execute("SELECT device_id, event_id, release_id, content_type, version, kind, details "
+                            "FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [{"device_id": d, "event_id": e, "release_id": r, "content_type": ct, "version": v, "kind": k,
+             "details": json.loads(details) if isinstance(details, str) else details}
+            for d, e, r, ct, v, k, details in rows if device_id is None or d == device_id]
+
+
+class Partition:
+    """A TCP relay between an agent and its server: the network, which a test can cut.
+
+    It passes every byte until :meth:`cut_on` arms it with a pattern. The first request whose
+    bytes match is not delivered: the relay goes down at that moment, as if the server vanished
+    right then, and drops every connection (open or new) until :meth:`heal`.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = ("127.0.0.1", upstream_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tripped = threading.Event()
+        self._lock = threading.Lock()
+        self._pattern: Any = None
+        self._down = False
+        self._closed = False
+        self._open: set[Any] = set()
+        threading.Thread(target=self._accept, daemon=True, name="partition").start()
+
+    def cut_on(self, pattern: bytes) -> None:
+        """Go down the moment a request matching the regex ``pattern`` is sent."""
+        import re
+
+        with self._lock:
+            self._pattern = re.compile(pattern)
+            self.tripped.clear()
+
+    def heal(self) -> None:
+        with self._lock:
+            self._pattern = None
+            self._down = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop_all()
+        self._listener.close()
+
+    @staticmethod
+    def _drop(sock: Any) -> None:
+        import contextlib
+        import socket
+
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _drop_all(self) -> None:
+        for sock in list(self._open):
+            self._drop(sock)
+        self._open.clear()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                down = self._down or self._closed
+            if down:
+                self._drop(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                self._drop(client)
+                continue
+            server.settimeout(None)
+            client.settimeout(None)
+            with self._lock:
+                self._open.update((client, server))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any, upstream: bool) -> None:
+        tail = b""
+        try:
+            while chunk := source.recv(1 << 16):
+                if upstream:
+                    with self._lock:
+                        pattern = self._pattern
+                        if self._down or (pattern is not None and pattern.search(tail + chunk)):
+                            if not self._down:
+                                self._down = True
+                                self.tripped.set()
+                            self._drop_all()
+                            return
+                    tail = (tail + chunk)[-4096:]
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        with self._lock:
+            self._open.discard(source)
+            self._open.discard(sink)
+        self._drop(source)
+        self._drop(sink)

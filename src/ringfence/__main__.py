@@ -1,5 +1,5 @@
 """``python -m ringfence``: the same as the ``ringfence`` console script."""
 
-from ringfence.cli.main import main
+from ringfence.cli.entry import main
 
 main()

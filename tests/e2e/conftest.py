@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import AgentProcess, ServerProcess
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_outlives_its_test() -> Iterator[None]:
+    yield
+    while AgentProcess.started:
+        AgentProcess.started.pop().cleanup()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])

@@ -23,7 +23,9 @@ def completed_baseline(api: Api, devices: list[Caller]) -> str:
     good = release(api, "1.0", ONE_WAVE)
     api.http.post(f"/v1/rollouts/{good}/start")
     for d in devices:
-        assert checkin(d)["desired"][CT]["version"] == "1.0"
+        target = checkin(d)["desired"][CT]
+        assert target["version"] == "1.0"
+        assert "activation" not in target  # the default policy costs no bytes
     api.clock.advance(61)
     wait_for(lambda: status(api, good)["phase"] == "completed")
     return good
@@ -96,8 +98,8 @@ def test_rollback_sends_exposed_devices_to_their_lkg_and_revokes_the_version(set
     done = wait_for(lambda: (s := status(api, bad))["phase"] == "rolled_back" and s)
     assert done["totals"]["reverted"] == 2
     # Rolled back and no longer active: the version stays revoked for anyone who still has it.
-    r = exposed[0].post("/v1/agent/revocations", json={"versions": {CT: "2.0"}})
-    assert r.json()["revoked"][CT]["phase"] == "rolled_back"
+    wait_for(lambda: exposed[0].post("/v1/agent/revocations", json={"versions": {CT: "2.0"}})
+             .json()["revoked"][CT]["phase"] == "rolled_back")
 
 
 def test_revocation_check_refuses_strangers_and_bad_bodies(setup: tuple[Api, str]) -> None:

@@ -241,7 +241,7 @@ def test_rollout_admits_within_caps_advances_after_soak_and_completes(setup: tup
     assert status(api, rid)["wave"] == 0, "no promotion before the soak has passed"
     api.clock.advance(2)
     wait_for(lambda: status(api, rid)["wave"] == 1)
-    assert all(_desired(d) is not None for d in devices)
+    wait_for(lambda: all(_desired(d) is not None for d in devices))  # once the snapshot has the new wave
     for d in devices:
         d.post("/v1/agent/checkin", json={"versions": {CT: "1.0"}, "events": [event("intent", "1.0")]})
     api.clock.advance(601)

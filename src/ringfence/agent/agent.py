@@ -229,12 +229,16 @@ class Agent:
                 with contextlib.suppress(OSError):
                     os.replace(self.state_dir / name, self.state_dir / f"{name}.damaged-{stamp}")
             log.error("%s; starting over from the versions switched in on disk", exc)
-            journal = Journal(self.state_dir, State(), 0)
+            # Event ids are "<boot>-<seq>"; the lost counters restart above any used before.
+            journal = Journal(self.state_dir, State(boot=stamp), 0)
             content_root = self.state_dir / "content"
             if content_root.is_dir():
                 for entry in content_root.iterdir():
                     content_type = entry.name.replace("+", "/")
-                    version = self._applier(content_type).current()
+                    try:
+                        version = self._applier(content_type).current()
+                    except InvalidInput:
+                        continue  # not a directory the agent made
                     if version is not None:
                         marker = (entry / "versions" / version / ".ringfence-version").read_text().strip()
                         ref = VersionRef(version, marker)
@@ -569,9 +573,12 @@ class Agent:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 part.unlink()
-            log.error("download of %s %s failed on disk: %s", content_type, ref.version, exc)
-            self._event("failed", content_type, ref.version, reason=f"download: {exc.strerror or exc}",
-                        step="download")
+            log.error("download of %s %s failed on disk: %s; retrying at the next check-in", content_type,
+                      ref.version, exc)
+            u.disk_errors += 1
+            if u.disk_errors == 1:  # say it once: a full disk is this device's problem, not the version's
+                self._event("failed", content_type, ref.version, reason=f"download: {exc.strerror or exc}",
+                            step="download")
             self._save()
             return None
         digest = hashlib.sha256()

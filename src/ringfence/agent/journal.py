@@ -68,6 +68,7 @@ class Update:
     intent_id: str | None = None
     intent_acked: bool = False
     download_failures: int = 0
+    disk_errors: int = 0
     started_at: str = ""
     revert_to: VersionRef | None = None
     revert_kind: str = ""
@@ -242,7 +243,7 @@ class Journal:
                 found.append(_decode(raw))
             except (ValueError, KeyError, TypeError, AssertionError) as exc:
                 damaged.append(name)
-                log.warning("journal slot %s is damaged (%s); using the other slot", path, exc)
+                log.warning("journal slot %s is damaged (%s)", path, exc)
         if found:
             generation, state = max(found, key=lambda pair: pair[0])
             return cls(directory, state, generation)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -410,39 +409,12 @@ def agent_run(
     json_out: Json = False,
 ) -> None:
     """Run the endpoint agent: enroll once, then check in and apply updates safely."""
-    from ringfence.agent import Agent, AgentConfig, AgentError, load_attributes, load_config
-    from ringfence.logs import configure
+    from ringfence.agent.daemon import run_agent
 
-    if log_format not in ("text", "json"):
-        raise _fail(f"--log-format must be text or json, not {log_format!r}", EXIT_INVALID)
-    if not server:
-        raise _fail("no server: give --server or set RINGFENCE_SERVER", EXIT_INVALID)
-    configure(log_format)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise on an endpoint
-    try:
-        base: dict[str, Any] = {"server": server, "state_dir": state_dir, "enroll_token": enroll_token}
-        if attributes is not None:
-            base["attributes"] = load_attributes(attributes)
-        settings = load_config(config, **base) if config is not None else AgentConfig(**base)
-    except RingfenceError as exc:
-        raise _fail(exc.message, EXIT_INVALID) from None
-    agent = Agent(settings)
-
-    def _stop(signum: int, _frame: object) -> None:
-        agent.stopping.set()
-
-    import signal
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        agent.run(once=once)
-    except AgentError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
-    if once and json_out:
-        from ringfence.agent.journal import Journal, summary
-
-        _print_json(summary(Journal.open(state_dir).state))  # the agent closed its journal: read it again
+    code = run_agent(server=server, enroll_token=enroll_token, state_dir=state_dir, once=once,
+                     attributes=attributes, config=config, log_format=log_format, json_out=json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:

@@ -97,12 +97,9 @@ async def checkin(request: Request) -> Response:
     return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
 
-_DEFAULT_ACTIVATION = Activation().as_dict()
-
-
-def _target_json(target: Target, activation: dict[str, Any] = _DEFAULT_ACTIVATION) -> dict[str, Any]:
+def _target_json(target: Target) -> dict[str, Any]:
     return {"version": target.version, "sha256": target.sha256, "size": target.size,
-            "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id, "activation": activation}
+            "url": f"/v1/artifacts/{target.sha256}", "release": target.release_id}
 
 
 def _desired_json(decision: Decision, view: RolloutView | None) -> dict[str, Any] | None:
@@ -116,9 +113,14 @@ def _desired_json(decision: Decision, view: RolloutView | None) -> dict[str, Any
         return answer
     if target is None:
         return None
-    if view is not None and target.release_id == view.release_id:
-        return _target_json(target, view.plan.activation.as_dict())
-    return _target_json(target)
+    answer = _target_json(target)
+    # Only a plan that departs from the agent's default policy spends bytes on every check-in.
+    if view is not None and target.release_id == view.release_id and view.plan.activation != _DEFAULT_ACTIVATION:
+        answer["activation"] = view.plan.activation.as_dict()
+    return answer
+
+
+_DEFAULT_ACTIVATION = Activation()
 
 
 def _revoked_json(rt: Runtime, versions: dict[str, str]) -> dict[str, Any]:
