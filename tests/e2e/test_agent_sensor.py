@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import SENSOR_DIR, AgentProcess, Publisher, ServerProcess
+from tests.support import SENSOR_DIR, AgentProcess, Device, Publisher, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +184,51 @@ def test_unreachable_server_at_start_up_does_not_stop_the_agent(tmp_path: Path, 
     assert "revocation check skipped" in agent.log()
     assert agent.journal()["content"][CT]["active"] == "291.1"
     assert agent.stop() == 0
+
+
+SILENT_PLAN = """
+name: judged
+health: {alpha: 0.01, trial_timeout: 5s, silence_after: 1h}
+waves:
+  - name: canary
+    selector: {include: {tags: [canary]}}
+    max_devices: 3
+    soak: 1h
+    gates: {failure_budget: 100}
+  - name: everyone
+    share: 1.0
+    soak: 1h
+"""
+
+
+def test_machines_that_die_silently_halt_the_rollout(server: ServerProcess, tmp_path: Path) -> None:
+    """The 2024 signature end to end: three real agents take the bad channel file, their sensor
+    takes each machine down as it loads, and nobody reboots them. They never say anything again;
+    the judges see exposed devices that never confirmed health against a control arm that keeps
+    checking in, and halt the rollout on silence alone."""
+    publisher = Publisher(server)
+    publisher.content_type(CT)
+    token = publisher.enroll_token()
+    control = [Device(server.url, platform="windows", region="eu-west").enroll(token) for _ in range(25)]
+    agents = [AgentProcess(tmp_path / f"agent{i}", server.url, token, config=agent_config(tmp_path, "host"),
+                           attributes={"platform": "windows", "region": "eu-west", "tags": ["canary"]})
+              for i in range(3)]
+    for agent in agents:
+        agent.start()
+    for agent in agents:
+        agent.wait_for(lambda a=agent: a.journal()["device_id"], what="enrolled")
+    release = publisher.release(CT, "291.2", BAD, SILENT_PLAN)
+
+    for agent in agents:
+        assert agent.wait_exit() == 70, agent.log()  # the machine went down with its sensor
+    for device in control:
+        device.checkin()
+    status = publisher.wait_status(release, lambda s: s["phase"] == "halted", what="halted on silence")
+    assert status["totals"]["exposed"] == 3
+    assert status["totals"]["failed"] == 0  # no device ever reported a failure: this is silence
+    last = status["history"][-1]
+    assert last["actor"] == "reconciler"
+    assert last["reason"].startswith("hazard-ratio verdict in wave 'canary': windows/eu-west: 3 of 3 exposed failed")
+    verdicts = {v["judge"]: v for v in last["details"]["verdicts"]}
+    assert verdicts["hazard-ratio"]["numbers"]["exposed"]["silent"] == 3
+    assert verdicts["silence"]["phase"] == "failed"

@@ -32,7 +32,8 @@ from ringfence.analysis.verdicts import Verdict, VerdictPhase
 
 
 class Judge(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def judge(self, data: StratumData) -> Verdict: ...
 

@@ -10,6 +10,12 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
     name: rapid-content          # required
     description: text            # optional
     strata: [platform, region]   # optional; dimensions judged separately (default platform, region)
+    health:                      # optional; how the judges decide (defaults below)
+      alpha: 0.01                # halt when the e-value of harm reaches 1/alpha (any stratum, any look)
+      hazard_ratio_limit: 2.0    # promotion also needs the hazard ratio's upper bound below this
+      trial_timeout: 30m         # an exposed device that has not confirmed health by then has failed
+      silence_after: 6h          # a device not heard from for this long has failed (both arms)
+      baseline_rate: 0.001       # failures per device-hour, for strata with too small a control group
     activation:                  # optional; what agents do before switching to this release
       require_intent_ack: true   # never activate before the server acknowledged the intent (default)
       intent_ack_timeout: 30s    # how long an agent waits for that acknowledgement (1s..10m)
@@ -134,6 +140,24 @@ class Wave:
 
 
 @dataclass(frozen=True, slots=True)
+class Health:
+    """Settings of the health judges. ``hazard_ratio_limit`` None means promotion waits only for
+    the soak and ``min_devices`` (and no failed verdict); ``baseline_rate`` None means strata with
+    too small a control group are reported as inconclusive rather than compared with history."""
+
+    alpha: float = 0.01
+    hazard_ratio_limit: float | None = None
+    trial_timeout: timedelta = timedelta(minutes=30)
+    silence_after: timedelta = timedelta(hours=6)
+    baseline_rate: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "hazard_ratio_limit": self.hazard_ratio_limit,
+                "trial_timeout_s": self.trial_timeout.total_seconds(),
+                "silence_after_s": self.silence_after.total_seconds(), "baseline_rate": self.baseline_rate}
+
+
+@dataclass(frozen=True, slots=True)
 class Activation:
     """The agent's policy for announcing itself before it switches to the new version.
 
@@ -157,6 +181,7 @@ class Plan:
     strata: tuple[str, ...] = DEFAULT_STRATA
     description: str = ""
     activation: Activation = Activation()
+    health: Health = Health()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +189,7 @@ class Plan:
             "description": self.description,
             "strata": list(self.strata),
             "activation": self.activation.as_dict(),
+            "health": self.health.as_dict(),
             "waves": [w.as_dict() for w in self.waves],
         }
 
@@ -305,7 +331,8 @@ class _Checker:
     def plan(self, root: yaml.Node | None) -> Plan | None:
         if root is None:
             return None  # an empty document: parse_plan reports "empty plan"
-        fields = self.mapping(root, "", {"name", "description", "strata", "activation", "waves"}, {"name", "waves"})
+        fields = self.mapping(root, "", {"name", "description", "strata", "activation", "health", "waves"},
+                              {"name", "waves"})
         if fields is None:
             return None
         name = self.string(fields["name"][1], "name") if "name" in fields else None
@@ -316,6 +343,7 @@ class _Checker:
         if "strata" in fields:
             strata = self.strata(fields["strata"][1])
         activation = self.activation(fields["activation"][1]) if "activation" in fields else Activation()
+        health = self.health(fields["health"][1]) if "health" in fields else Health()
         waves: list[Wave] = []
         if "waves" in fields:
             node = fields["waves"][1]
@@ -343,7 +371,40 @@ class _Checker:
                     waves.append(wave)
         if self.problems or name is None:
             return None
-        return Plan(name=name, waves=tuple(waves), strata=strata, description=description, activation=activation)
+        return Plan(name=name, waves=tuple(waves), strata=strata, description=description, activation=activation,
+                    health=health)
+
+    def health(self, node: yaml.Node) -> Health:
+        fields = self.mapping(node, "health", {"alpha", "hazard_ratio_limit", "trial_timeout", "silence_after",
+                                               "baseline_rate"})
+        default = Health()
+        if fields is None:
+            return default
+        alpha = self.number(fields, "alpha", lambda v: 0 < v < 1, "a probability with 0 < alpha < 1")
+        limit = self.number(fields, "hazard_ratio_limit", lambda v: v > 1, "a ratio greater than 1")
+        rate = self.number(fields, "baseline_rate", lambda v: v > 0, "a positive rate (failures per device-hour)")
+        durations = {}
+        for key in ("trial_timeout", "silence_after"):
+            if key in fields:
+                value = self.duration(fields[key][1], f"health.{key}")
+                if value is not None and value <= timedelta(0):
+                    self.fail(f"health.{key}", fields[key][1], "must be longer than 0s")
+                elif value is not None:
+                    durations[key] = value
+        return Health(alpha=default.alpha if alpha is None else alpha, hazard_ratio_limit=limit,
+                      trial_timeout=durations.get("trial_timeout", default.trial_timeout),
+                      silence_after=durations.get("silence_after", default.silence_after), baseline_rate=rate)
+
+    def number(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, ok: Any, expected: str
+               ) -> float | None:
+        if key not in fields:
+            return None
+        node = fields[key][1]
+        value = self.scalar(node, f"health.{key}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            self.fail(f"health.{key}", node, f"must be {expected}, got {value!r}")
+            return None
+        return float(value)
 
     def activation(self, node: yaml.Node) -> Activation:
         fields = self.mapping(node, "activation", {"require_intent_ack", "intent_ack_timeout"})

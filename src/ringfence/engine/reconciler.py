@@ -5,9 +5,11 @@ and the numbers behind it) and changes nothing. The caller passes each action th
 in :mod:`ringfence.core.rollout` and records it, so a rule can still refuse. Decisions, in order:
 
 1. ``draft``: prepare once nothing is pending.
-2. ``rolling``: halt when the rollout has more distinct failed devices than the current wave's
-   failure budget; otherwise, once the wave's soak has passed and it has exposed at least its
-   ``min_devices``, advance (or complete after the last wave).
+2. ``rolling``: halt when a judge's verdict is ``failed`` (the verdict's sentence is the reason),
+   or when the rollout has more distinct failed devices than the current wave's failure budget;
+   otherwise, once the wave's soak has passed, it has exposed at least its ``min_devices`` and —
+   when the plan sets ``hazard_ratio_limit`` — every stratum with exposure has a ``passed``
+   verdict (upper bound below the limit), advance (or complete after the last wave).
 3. ``rolling_back``: finish once no exposed device still reports the rolled-back version, or
    when the confirmation window ends (saying how many never confirmed).
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ringfence.analysis.verdicts import Verdict, VerdictPhase
 from ringfence.core.plan import Plan, format_duration
 from ringfence.core.rollout import Intent, Phase, RolloutState
 
@@ -41,6 +44,7 @@ class Observations:
     confirmed back on another version since the rollback began (silent devices included).
     ``pending``: requirements that keep a draft from becoming ready. ``failures_since``: when a
     person last resumed the rollout from a halt; failures are counted from then on.
+    ``verdicts``: the judges' verdicts per stratum (see :mod:`ringfence.engine.health`).
     """
 
     failed_devices: int = 0
@@ -50,6 +54,7 @@ class Observations:
     failures_since: datetime | None = None
     still_on_version: int = 0
     pending: tuple[str, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,12 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
         "wave_exposed": obs.wave_exposed,
         "failure_budget": budget,
     }
+    failed = [v for v in obs.verdicts if v.phase is VerdictPhase.FAILED]
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed verdicts)" if len(failed) > 1 else ""
+        return [Action(Intent.HALT, f"{first.judge} verdict in wave {wave.name!r}: {first.sentence}{more}",
+                       {**numbers, "verdicts": [v.as_dict() for v in failed]})]
     if budget is not None and obs.failed_devices > budget:
         worst = sorted(obs.failed_by_stratum.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         where = ", ".join(f"{n} in {s}" for s, n in worst)
@@ -104,6 +115,10 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
         return []
     if wave.gates.min_devices is not None and obs.wave_exposed < wave.gates.min_devices:
         return []  # soaked, but too few devices to have proved anything: keep waiting
+    if plan.health.hazard_ratio_limit is not None:
+        judged = [v for v in obs.verdicts if v.judge in ("hazard-ratio", "baseline")]
+        if any(v.phase is not VerdictPhase.PASSED for v in judged):
+            return []  # soaked, but the evidence does not yet bound the harm below the limit
     soaked = f"soak {format_duration(wave.soak)} passed in wave {wave.name!r}"
     tally = f"{obs.failed_devices} failed of {obs.exposed_devices} exposed"
     if budget is not None:

@@ -114,7 +114,7 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
                                           now=now)
             for action in step(releases.rollout_state(row), releases.release_plan(row), Observations(), now):
                 releases.apply_intent(s, row.id, action.intent, actor="system", reason=action.reason, now=now)
-            return rollout_status(s, row.id)
+            return rollout_status(s, row.id, rt.clock.now())
 
     return await asyncio.to_thread(_create)
 
@@ -137,7 +137,7 @@ def list_releases(_: Reader, request: Request, content_type: str | None = None,
 def get_rollout(release_id: str, _: Reader, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
     with rt.db.session() as s:
-        return rollout_status(s, release_id)
+        return rollout_status(s, release_id, rt.clock.now())
 
 
 @router.post("/rollouts/{release_id}/{action}")
@@ -160,7 +160,7 @@ async def rollout_action(release_id: str, action: str, request: Request,
         with rt.db.session() as s:
             releases.apply_intent(s, release_id, intent, actor=who.name, reason=reason, now=rt.clock.now())
         with rt.db.session() as s:
-            return rollout_status(s, release_id)
+            return rollout_status(s, release_id, rt.clock.now())
 
     status = await asyncio.to_thread(_apply)
     await rt.reload_views()

@@ -163,7 +163,7 @@ class Reconciler:
                 if row is None:
                     return 0
                 state = rollout_state(row)
-                actions = step(state, release_plan(row), observe(s, row), now, self._limits)
+                actions = step(state, release_plan(row), observe(s, row, now), now, self._limits)
                 for action in actions[:1]:  # one transition per tick; the next tick sees its effect
                     apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
                                  now=now, details=action.details, expected_revision=row.revision)

@@ -95,7 +95,7 @@ def enroll_device(
     return record, credential
 
 
-def _attributes(row: DeviceRow) -> DeviceAttributes:
+def device_attributes(row: DeviceRow) -> DeviceAttributes:
     return DeviceAttributes(
         platform=row.platform, os_version=row.os_version, arch=row.arch, region=row.region,
         tenant=row.tenant, channel=row.channel, tags=frozenset(row.tags or ()),
@@ -105,7 +105,7 @@ def _attributes(row: DeviceRow) -> DeviceAttributes:
 
 def find_device_record(s: Session, device_id: str) -> DeviceRecord | None:
     row = s.get(DeviceRow, device_id)
-    return DeviceRecord(row.id, row.credential_hash, _attributes(row)) if row is not None else None
+    return DeviceRecord(row.id, row.credential_hash, device_attributes(row)) if row is not None else None
 
 
 def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecord]:
@@ -116,7 +116,7 @@ def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecor
         if not rows:
             return
         for row in rows:
-            yield DeviceRecord(row.id, row.credential_hash, _attributes(row))
+            yield DeviceRecord(row.id, row.credential_hash, device_attributes(row))
         last = rows[-1].id
 
 

@@ -13,11 +13,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from ringfence.analysis.judges import overall
+from ringfence.analysis.verdicts import Verdict
 from ringfence.core.clock import utc
 from ringfence.core.models import FAILURE_KINDS, REVERT_KINDS, EventKind
+from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase
 from ringfence.engine.reconciler import Observations
 from ringfence.store.access import upsert
+from ringfence.store.health import rollout_verdicts
 from ringfence.store.releases import get_release, history, release_plan
 from ringfence.store.schema import AdmissionRow, DeviceRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
 
@@ -126,8 +130,9 @@ def record_events(s: Session, events: Iterable[Event]) -> None:
     ], keys=("device_id", "event_id"))
 
 
-def observe(s: Session, row: ReleaseRow) -> Observations:
-    """The engine's view of one rollout, read from admissions, events and reported versions."""
+def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observations:
+    """The engine's view of one rollout, read from admissions, events and reported versions;
+    with ``now``, also the judges' verdicts on its strata (while it is rolling)."""
     exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
                        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
     # A person who resumed a halted rollout has answered for the failures before that moment;
@@ -152,9 +157,12 @@ def observe(s: Session, row: ReleaseRow) -> Observations:
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
         still = exposed - _confirmed_back(s, row)
+    verdicts: tuple[Verdict, ...] = ()
+    if now is not None and row.phase == Phase.ROLLING.value:
+        verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now))
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
                         wave_exposed=wave_exposed, still_on_version=still,
-                        failures_since=utc(since) if since is not None else None)
+                        failures_since=utc(since) if since is not None else None, verdicts=verdicts)
 
 
 def _confirmed_back(s: Session, row: ReleaseRow) -> int:
@@ -175,6 +183,13 @@ def _confirmed_back(s: Session, row: ReleaseRow) -> int:
     return s.scalar(query) or 0
 
 
+def _verdicts_json(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> dict[str, Any]:
+    if Phase(row.phase) not in (Phase.ROLLING, Phase.PAUSED, Phase.HALTED):
+        return {}
+    verdicts = rollout_verdicts(s, row, plan, now)
+    return {str(row.wave): {"overall": overall(verdicts).value, "strata": [v.as_dict() for v in verdicts]}}
+
+
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
     return dict(s.execute(
         select(AdmissionRow.wave, func.count(func.distinct(EventRow.device_id)))
@@ -192,8 +207,10 @@ def _wave_state(phase: Phase, index: int, current: int) -> str:
     return {Phase.ROLLING: "active", Phase.PAUSED: "paused", Phase.HALTED: "halted"}.get(phase, phase.value)
 
 
-def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
-    """The rollout as the CLI and dashboard show it (``ringfence rollout status --json``)."""
+def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """The rollout as the CLI and dashboard show it (``ringfence rollout status --json``). With
+    ``now``, ``verdicts`` holds the judges' current verdicts for the current wave, per stratum;
+    the verdicts that decided earlier waves are in the history's details."""
     row = get_release(s, release_id)
     plan = release_plan(row)
     phase = Phase(row.phase)
@@ -223,6 +240,7 @@ def rollout_status(s: Session, release_id: str) -> dict[str, Any]:
         "totals": {k: sum(w[k] for w in waves)
                    for k in ("admitted", "exposed", "activated", "healthy", "failed", "reverted")},
         "waves": waves,
+        "verdicts": _verdicts_json(s, row, plan, now) if now is not None else {},
         "history": [{
             "at": utc(h.at).isoformat(), "intent": h.intent, "from": h.from_phase, "to": h.to_phase,
             "from_wave": h.from_wave, "to_wave": h.to_wave, "actor": h.actor, "reason": h.reason,

@@ -1,0 +1,32 @@
+"""The plan's health settings turned into judges, run over the rollout's device timelines.
+
+The same function serves the server (tracks read from the database) and the simulator (tracks
+it generates), so both worlds judge alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from ringfence.analysis.judges import BaselineJudge, HazardRatioJudge, Judge, SilenceJudge, judge_all
+from ringfence.analysis.tallies import Silence, Track, tally
+from ringfence.analysis.verdicts import Verdict
+from ringfence.core.plan import Plan
+
+
+def judges_for(plan: Plan) -> tuple[list[Judge], BaselineJudge | None]:
+    health = plan.health
+    judges: list[Judge] = [HazardRatioJudge(alpha=health.alpha, limit=health.hazard_ratio_limit), SilenceJudge()]
+    baseline = None
+    if health.baseline_rate is not None:
+        baseline = BaselineJudge(baseline_rate=health.baseline_rate, alpha=health.alpha,
+                                 limit=health.hazard_ratio_limit)
+    return judges, baseline
+
+
+def judge_rollout(tracks: Iterable[Track], plan: Plan, now: datetime) -> list[Verdict]:
+    """Every judge on every stratum that has exposed devices."""
+    silence = Silence(trial_timeout=plan.health.trial_timeout, silence_after=plan.health.silence_after)
+    judges, baseline = judges_for(plan)
+    return judge_all(tally(tracks, now, silence).values(), judges, baseline)

@@ -1,0 +1,76 @@
+"""The rollout's device timelines, read from the database for the judges.
+
+Exposed devices are those that sent the release's ``intent``; the control arm is every other
+device the plan's waves could select, in the strata that have exposure. A device's first failure
+of this content type since the rollout started (whatever version it ran) is its reported
+failure; its last check-in is when it was last heard from. Reads are a handful of grouped
+queries per look; the work is linear in the devices of the exposed strata.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ringfence.analysis.tallies import Track
+from ringfence.analysis.verdicts import Verdict
+from ringfence.core.clock import utc
+from ringfence.core.models import FAILURE_KINDS, EventKind, stratum_key
+from ringfence.core.plan import Plan
+from ringfence.core.rollout import Intent
+from ringfence.engine.health import judge_rollout
+from ringfence.store.access import device_attributes
+from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, ReleaseRow
+
+_FAILURES = [k.value for k in FAILURE_KINDS]
+
+
+def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan) -> list[Track]:
+    started = s.scalar(select(func.min(HistoryRow.at)).where(HistoryRow.release_id == row.id,
+                                                              HistoryRow.intent == Intent.START.value))
+    if started is None:
+        return []
+    started = utc(started)
+    exposed = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
+    if not exposed:
+        return []
+    healthy = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.HEALTHY.value)
+    failures: dict[str, tuple[datetime, str]] = {}
+    for device_id, kind, at, received in s.execute(
+            select(EventRow.device_id, EventRow.kind, EventRow.at, EventRow.received_at)
+            .where(EventRow.content_type == row.content_type, EventRow.kind.in_(_FAILURES),
+                   EventRow.received_at >= started)):
+        when = min(utc(at), utc(received))
+        if device_id not in failures or when < failures[device_id][0]:
+            failures[device_id] = (when, kind)
+    devices = list(s.scalars(select(DeviceRow)))
+    strata_of = {d.id: stratum_key(device_attributes(d), plan.strata) for d in devices}
+    exposed_strata = {strata_of[d] for d in exposed if d in strata_of}
+    tracks: list[Track] = []
+    for device in devices:
+        stratum = strata_of[device.id]
+        if stratum not in exposed_strata:
+            continue
+        if device.id not in exposed and not any(w.selector.matches(device_attributes(device)) for w in plan.waves):
+            continue  # no wave could ever select it: not a fair comparison
+        failed = failures.get(device.id)
+        since = max(started, utc(device.enrolled_at))
+        tracks.append(Track(
+            device_id=device.id, stratum=stratum, since=since, exposed_at=exposed.get(device.id),
+            healthy_at=healthy.get(device.id),
+            last_heard=utc(device.last_seen_at) if device.last_seen_at is not None else None,
+            failed_at=failed[0] if failed else None, failure=failed[1] if failed else ""))
+    return tracks
+
+
+def _first(s: Session, *where: object) -> dict[str, datetime]:
+    """device -> the earliest time of the matching events (device time, never after receipt)."""
+    rows = s.execute(select(EventRow.device_id, func.min(EventRow.at), func.min(EventRow.received_at))
+                     .where(*where).group_by(EventRow.device_id))  # type: ignore[arg-type]
+    return {d: min(utc(at), utc(received)) for d, at, received in rows}
+
+
+def rollout_verdicts(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> list[Verdict]:
+    return judge_rollout(rollout_tracks(s, row, plan), plan, now)
