@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ringfence.analysis.verdicts import Verdict, VerdictPhase
 from ringfence.core.clock import ManualClock
 from ringfence.core.plan import Plan, parse_plan
 from ringfence.core.rollout import Intent, Phase, RolloutState, TransitionContext, transition
@@ -297,3 +298,52 @@ def test_halt_reason_says_failures_are_counted_since_the_resume() -> None:
     actions = step(state, plan, Observations(failed_devices=1, exposed_devices=3, failures_since=since), since)
     assert [a.intent for a in actions] == [Intent.HALT]
     assert "1 failed devices since the resume at 2024-07-19T05:00:00+00:00 of 3 exposed" in actions[0].reason
+
+
+# -- the judges' verdicts ------------------------------------------------------------------------
+def _verdict(phase: str, judge: str = "hazard-ratio", stratum: str = "windows/eu-west") -> Verdict:
+    return Verdict(judge, stratum, VerdictPhase(phase), f"{stratum}: {judge} says {phase}", {"e_value": 1.0})
+
+
+def test_a_failed_verdict_halts_with_its_sentence(clock: ManualClock) -> None:
+    obs = Observations(exposed_devices=12, wave_exposed=12,
+                       verdicts=(_verdict("passed", "silence"), _verdict("failed"), _verdict("failed", "silence")))
+    action = only(step(rolling(clock), PLAN, obs, clock.now()))
+    assert action.intent is Intent.HALT
+    assert action.reason == ("hazard-ratio verdict in wave 'canary': windows/eu-west: hazard-ratio says failed "
+                             "(and 1 more failed verdicts)")
+    assert [v["judge"] for v in action.details["verdicts"]] == ["hazard-ratio", "silence"]
+
+
+def test_without_a_limit_running_verdicts_do_not_hold_promotion(clock: ManualClock) -> None:
+    state = rolling(clock)
+    clock.advance(timedelta(minutes=31))
+    obs = Observations(exposed_devices=12, wave_exposed=12, verdicts=(_verdict("running"),))
+    assert only(step(state, PLAN, obs, clock.now())).intent is Intent.ADVANCE
+
+
+def test_with_a_limit_promotion_waits_for_a_passed_bound_in_every_stratum(clock: ManualClock) -> None:
+    plan = parse_plan(PLAN_TEXT_WITH_LIMIT)
+    state = rolling(clock, plan)
+    clock.advance(timedelta(minutes=31))
+    waiting = Observations(exposed_devices=12, wave_exposed=12,
+                           verdicts=(_verdict("passed"), _verdict("running", stratum="linux/us-east"),
+                                     _verdict("inconclusive", "silence")))
+    assert step(state, plan, waiting, clock.now()) == []
+    ready = Observations(exposed_devices=12, wave_exposed=12,
+                         verdicts=(_verdict("passed"), _verdict("passed", "baseline", "linux/us-east"),
+                                   _verdict("inconclusive", "silence")))
+    assert only(step(state, plan, ready, clock.now())).intent is Intent.ADVANCE
+
+
+PLAN_TEXT_WITH_LIMIT = """
+name: bounded
+health: {hazard_ratio_limit: 2.0}
+waves:
+  - name: canary
+    max_devices: 20
+    soak: 30m
+  - name: everyone
+    share: 1.0
+    soak: 1h
+"""

@@ -550,3 +550,48 @@ def test_soak_is_never_read_as_base_60() -> None:
         parse_plan("name: p\nwaves:\n  - name: a\n    share: 1\n    soak: 1:30\n")
     assert caught.value.problems[0].field == "waves[0].soak"
     assert caught.value.problems[0].line == 5
+
+
+def test_health_settings_and_a_per_stratum_failure_budget() -> None:
+    plan = parse_plan(plan_text("""
+        name: judged
+        health: {alpha: 0.05, hazard_ratio_limit: 1.5, trial_timeout: 15m, silence_after: 2h, baseline_rate: 0.002}
+        waves:
+          - name: all
+            share: 1.0
+            soak: 1h
+            gates: {failure_budget: {total: 10, per_stratum: 2}}
+        """))
+    assert plan.health.as_dict() == {"alpha": 0.05, "hazard_ratio_limit": 1.5, "trial_timeout_s": 900.0,
+                                     "silence_after_s": 7200.0, "baseline_rate": 0.002}
+    assert (plan.waves[0].gates.failure_budget, plan.waves[0].gates.failure_budget_per_stratum) == (10, 2)
+    default = parse_plan(plan_text("""
+        name: plain
+        waves:
+          - name: all
+            share: 1.0
+            soak: 1h
+        """)).health
+    assert (default.alpha, default.hazard_ratio_limit, default.baseline_rate) == (0.01, None, None)
+
+
+def test_bad_health_settings_name_field_and_line() -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan(plan_text("""
+            name: judged
+            health:
+              alpha: 1.5
+              hazard_ratio_limit: 0.5
+              trial_timeout: soon
+              baseline_rate: -1
+              typo: 1
+            waves:
+              - name: all
+                share: 1.0
+                soak: 1h
+                gates: {failure_budget: {per_stratum: -1}}
+            """))
+    problems = {(p.field, p.line) for p in caught.value.problems}
+    assert problems == {("health.alpha", 3), ("health.hazard_ratio_limit", 4), ("health.trial_timeout", 5),
+                        ("health.baseline_rate", 6), ("health.typo", 7),
+                        ("waves[0].gates.failure_budget.per_stratum", 12)}

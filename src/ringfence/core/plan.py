@@ -28,7 +28,8 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
         max_devices: 100         # devices this wave may add: an int (total) or {total: N, per_stratum: M}
         soak: 30m                # minimum time in the wave: 45s, 30m, 2h, 1d, 1h30m
         gates:
-          failure_budget: 2      # halt when more distinct devices than this have failed
+          failure_budget: 2      # halt when more distinct devices than this have failed;
+                                 # or {total: 5, per_stratum: 2}
           min_devices: 50        # do not promote before this many of the wave's devices are exposed
 
 A wave needs ``share`` or ``max_devices`` (or both: the smaller wins in every stratum).
@@ -110,13 +111,15 @@ class Gates:
     """What must hold for a wave to stay open, and to be promoted.
 
     ``failure_budget``: the number of distinct failed devices the rollout may have while this
-    wave is current; one more halts it. ``min_devices``: devices of this wave that must have
-    announced intent (be exposed) before it may be promoted, so a canary that soaked with
-    nobody in it proves nothing and waits instead.
+    wave is current; one more halts it. Written ``{total: N, per_stratum: M}``, it also caps the
+    failed exposed devices of any one stratum (silent ones included) at M. ``min_devices``:
+    devices of this wave that must have announced intent (be exposed) before it may be promoted,
+    so a canary that soaked with nobody in it proves nothing and waits instead.
     """
 
     failure_budget: int | None = None
     min_devices: int | None = None
+    failure_budget_per_stratum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,8 @@ class Wave:
             "share": self.share,
             "max_devices": {"total": self.cap.total, "per_stratum": self.cap.per_stratum},
             "soak_s": self.soak.total_seconds(),
-            "gates": {"failure_budget": self.gates.failure_budget, "min_devices": self.gates.min_devices},
+            "gates": {"failure_budget": self.gates.failure_budget, "min_devices": self.gates.min_devices,
+                      "failure_budget_per_stratum": self.gates.failure_budget_per_stratum},
         }
 
 
@@ -539,9 +543,20 @@ class _Checker:
         fields = self.mapping(node, path, {"failure_budget", "min_devices"})
         if fields is None:
             return Gates()
-        budget = minimum = None
+        budget = minimum = per_stratum = None
         if "failure_budget" in fields:
-            budget = self.positive_int(fields["failure_budget"][1], f"{path}.failure_budget", minimum=0)
+            node = fields["failure_budget"][1]
+            if isinstance(node, yaml.MappingNode):
+                parts = self.mapping(node, f"{path}.failure_budget", {"total", "per_stratum"}) or {}
+                if not parts:
+                    self.fail(f"{path}.failure_budget", node, "needs total, per_stratum or both")
+                if "total" in parts:
+                    budget = self.positive_int(parts["total"][1], f"{path}.failure_budget.total", minimum=0)
+                if "per_stratum" in parts:
+                    per_stratum = self.positive_int(parts["per_stratum"][1], f"{path}.failure_budget.per_stratum",
+                                                    minimum=0)
+            else:
+                budget = self.positive_int(node, f"{path}.failure_budget", minimum=0)
         if "min_devices" in fields:
             minimum = self.positive_int(fields["min_devices"][1], f"{path}.min_devices")
-        return Gates(failure_budget=budget, min_devices=minimum)
+        return Gates(failure_budget=budget, min_devices=minimum, failure_budget_per_stratum=per_stratum)

@@ -9,15 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from ringfence.analysis.judges import BaselineJudge, HazardRatioJudge, Judge, SilenceJudge, judge_all
+from ringfence.analysis.judges import (
+    BaselineJudge,
+    FailureBudgetJudge,
+    HazardRatioJudge,
+    Judge,
+    SilenceJudge,
+    judge_all,
+)
 from ringfence.analysis.tallies import Silence, Track, tally
 from ringfence.analysis.verdicts import Verdict
 from ringfence.core.plan import Plan
 
 
-def judges_for(plan: Plan) -> tuple[list[Judge], BaselineJudge | None]:
+def judges_for(plan: Plan, wave: int = 0) -> tuple[list[Judge], BaselineJudge | None]:
     health = plan.health
     judges: list[Judge] = [HazardRatioJudge(alpha=health.alpha, limit=health.hazard_ratio_limit), SilenceJudge()]
+    per_stratum = plan.waves[wave].gates.failure_budget_per_stratum if wave < len(plan.waves) else None
+    if per_stratum is not None:
+        judges.append(FailureBudgetJudge(budget=per_stratum))
     baseline = None
     if health.baseline_rate is not None:
         baseline = BaselineJudge(baseline_rate=health.baseline_rate, alpha=health.alpha,
@@ -25,8 +35,8 @@ def judges_for(plan: Plan) -> tuple[list[Judge], BaselineJudge | None]:
     return judges, baseline
 
 
-def judge_rollout(tracks: Iterable[Track], plan: Plan, now: datetime) -> list[Verdict]:
-    """Every judge on every stratum that has exposed devices."""
+def judge_rollout(tracks: Iterable[Track], plan: Plan, now: datetime, wave: int = 0) -> list[Verdict]:
+    """Every judge on every stratum that has exposed devices, with the current wave's gates."""
     silence = Silence(trial_timeout=plan.health.trial_timeout, silence_after=plan.health.silence_after)
-    judges, baseline = judges_for(plan)
+    judges, baseline = judges_for(plan, wave)
     return judge_all(tally(tracks, now, silence).values(), judges, baseline)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ringfence.core.assignment import Decision, RolloutView, Target
 from ringfence.core.errors import InvalidInput, Unauthorized
-from ringfence.core.models import DeviceAttributes
+from ringfence.core.models import FAILURE_KINDS, DeviceAttributes
 from ringfence.core.plan import Activation
 from ringfence.server import auth
 from ringfence.server.ingest import WaveFull
@@ -198,6 +198,8 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
             desired[content_type] = _target_json(baseline)
     if failure is not None:
         raise failure
+    if any(e.kind in FAILURE_KINDS for e in body.events):
+        rt.reconciler.wake()  # failures are stored: judge them now, not at the next interval
     answer = {
         "device_id": device_id,
         "desired": desired,

@@ -21,6 +21,7 @@ class ServerConfig:
     max_artifact_bytes: int = 512 * 1024 * 1024
     # Background services
     reconcile_interval_s: float = 0.5
+    judge_interval_s: float = 2.0  # judges re-read the exposed strata at least this often (and on failures)
     flush_interval_s: float = 0.01  # group commit of events and admissions
     sighting_interval_s: float = 0.25  # last-seen and reported versions, merged per device
     max_batch: int = 5_000

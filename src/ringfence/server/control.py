@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from ringfence.analysis.verdicts import Verdict
 from ringfence.core.assignment import RolloutView
 from ringfence.core.clock import Clock
 from ringfence.core.errors import Conflict, RingfenceError
@@ -132,30 +135,45 @@ class Leadership:
 
 class Reconciler:
     def __init__(self, db: Database, clock: Clock, limits: EngineLimits, interval_s: float,
-                 on_change: Callable[[], Awaitable[None]]) -> None:
+                 on_change: Callable[[], Awaitable[None]], judge_interval_s: float = 2.0) -> None:
         self._db = db
         self._clock = clock
         self._limits = limits
         self._interval = interval_s
+        self._judge_interval = judge_interval_s
         self._on_change = on_change
+        self._wake = asyncio.Event()
+        self._failures_arrived = False
+        self._verdicts: dict[str, tuple[float, tuple[Verdict, ...]]] = {}  # release -> (judged at, verdicts)
         self.leadership = Leadership(db)
         self.ticks = 0
         self.last_tick_s = 0.0
         self.errors = 0
 
+    def wake(self) -> None:
+        """Failure events were just stored: tick now, and judge afresh (call on the loop)."""
+        self._failures_arrived = True
+        self._wake.set()
+
     def tick(self) -> int:
         """One pass over every rollout that may move on its own; returns how many changed."""
         started = time.perf_counter()
+        fresh, self._failures_arrived = self._failures_arrived, False
         with self._db.session() as s:
             ids = list(s.scalars(select(ReleaseRow.id).where(ReleaseRow.phase.in_(_TICKED_PHASES))))
+        for gone in set(self._verdicts) - set(ids):
+            del self._verdicts[gone]
         changed = 0
         for release_id in ids:
-            changed += self._reconcile(release_id)
+            changed += self._reconcile(release_id, fresh)
         self.ticks += 1
         self.last_tick_s = time.perf_counter() - started
         return changed
 
-    def _reconcile(self, release_id: str) -> int:
+    def _reconcile(self, release_id: str, fresh: bool = False) -> int:
+        """One look at one rollout. The judges read every device of the exposed strata, so they
+        run when failures arrived or ``judge_interval_s`` has passed; in between the engine sees
+        their last verdicts."""
         now = self._clock.now()
         try:
             with self._db.session() as s:
@@ -163,7 +181,13 @@ class Reconciler:
                 if row is None:
                     return 0
                 state = rollout_state(row)
-                actions = step(state, release_plan(row), observe(s, row, now), now, self._limits)
+                judged_at, cached = self._verdicts.get(release_id, (-math.inf, ()))
+                if fresh or time.monotonic() - judged_at >= self._judge_interval:
+                    obs = observe(s, row, now)
+                    self._verdicts[release_id] = (time.monotonic(), obs.verdicts)
+                else:
+                    obs = replace(observe(s, row), verdicts=cached)
+                actions = step(state, release_plan(row), obs, now, self._limits)
                 for action in actions[:1]:  # one transition per tick; the next tick sees its effect
                     apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
                                  now=now, details=action.details, expected_revision=row.revision)
@@ -188,4 +212,6 @@ class Reconciler:
             except Exception:
                 self.errors += 1
                 log.exception("reconciler tick failed")
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()

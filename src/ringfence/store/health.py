@@ -73,4 +73,4 @@ def _first(s: Session, *where: object) -> dict[str, datetime]:
 
 
 def rollout_verdicts(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> list[Verdict]:
-    return judge_rollout(rollout_tracks(s, row, plan), plan, now)
+    return judge_rollout(rollout_tracks(s, row, plan), plan, now, row.wave)
