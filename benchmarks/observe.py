@@ -3,7 +3,9 @@ grows: the reconciler runs it for every rolling rollout on every tick (<= 1 s).
 
 Builds a rollout in a scratch database (SQLite file, or a scratch PostgreSQL database), with
 ``--devices`` admitted devices spread over two waves, each with an intent event and 2 % with a
-crash, then times ``observe()`` ``--repeat`` times and prints the median (table, or ``--json``).
+crash, plus as many devices never exposed (the control arm), then times ``observe()``
+``--repeat`` times without and with the health judges (which read every device of the exposed
+strata) and prints the medians (table, or ``--json``).
 
     python benchmarks/observe.py --backend both --devices 20000 100000
 """
@@ -26,12 +28,14 @@ from sqlalchemy.engine import make_url
 
 from ringfence.core.models import Category, EventKind
 from ringfence.core.rollout import Intent
+from ringfence.store.access import upsert
 from ringfence.store.db import Database
 from ringfence.store.releases import apply_intent, create_artifact, create_content_type, create_release
-from ringfence.store.schema import ReleaseRow
+from ringfence.store.schema import DeviceRow, ReleaseRow
 from ringfence.store.telemetry import Admission, Event, observe, record_admissions, record_events
 
 T0 = datetime(2024, 7, 19, 4, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)
 PLAN = "name: two\nwaves:\n  - name: half\n    share: 0.5\n    soak: 1h\n  - name: all\n    share: 1.0\n    soak: 1h\n"
 
 
@@ -44,8 +48,15 @@ def build(db: Database, devices: int) -> str:
         for intent in (Intent.PREPARE, Intent.START, Intent.ADVANCE):
             apply_intent(s, release_id, intent, actor="bench", reason="bench", now=T0)
     batch = 5_000
-    for start in range(0, devices, batch):
-        ids = [uuid.uuid4().hex for _ in range(min(batch, devices - start))]
+    for start in range(0, 2 * devices, batch):
+        ids = [uuid.uuid4().hex for _ in range(min(batch, 2 * devices - start))]
+        with db.session() as s:
+            upsert(s, DeviceRow, [
+                {"id": d, "credential_hash": "x" * 64, "tenant": "default", "platform": f"p{i % 3}",
+                 "region": f"r{i % 4}", "tags": [], "enrolled_at": T0, "last_seen_at": T0 + timedelta(minutes=50)}
+                for i, d in enumerate(ids)], keys=("id",))
+        if start >= devices:
+            continue  # the control arm: enrolled, never exposed
         with db.session() as s:
             record_admissions(s, [Admission(release_id, d, i % 2, f"p{i % 3}/r{i % 4}", T0)
                                   for i, d in enumerate(ids)])
@@ -59,17 +70,23 @@ def build(db: Database, devices: int) -> str:
 
 
 def time_observe(db: Database, release_id: str, repeat: int) -> dict[str, Any]:
-    samples = []
-    obs = None
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    obs = judged = None
     for _ in range(repeat):
-        started = time.perf_counter()
-        with db.session() as s:
-            row = s.get(ReleaseRow, release_id)
-            assert row is not None
-            obs = observe(s, row)
-        samples.append(time.perf_counter() - started)
+        for with_judges in (False, True):  # side by side, alternating
+            started = time.perf_counter()
+            with db.session() as s:
+                row = s.get(ReleaseRow, release_id)
+                assert row is not None
+                if with_judges:
+                    judged = observe(s, row, NOW)
+                else:
+                    obs = observe(s, row)
+            samples[with_judges].append(time.perf_counter() - started)
     assert obs is not None
-    return {"median_ms": statistics.median(samples) * 1000, "min_ms": min(samples) * 1000,
+    assert judged is not None
+    return {"median_ms": statistics.median(samples[False]) * 1000, "min_ms": min(samples[False]) * 1000,
+            "judged_median_ms": statistics.median(samples[True]) * 1000, "verdicts": len(judged.verdicts),
             "exposed": obs.exposed_devices, "wave_exposed": obs.wave_exposed, "failed": obs.failed_devices}
 
 
@@ -116,7 +133,8 @@ def main() -> int:
             result = {"backend": backend, "devices": n, **run(backend, n, args.repeat, args.pg_admin_url)}
             results.append(result)
             if not args.json:
-                print(f"{backend:10} {n:>8} devices  observe() median {result['median_ms']:8.1f} ms  "
+                print(f"{backend:10} {n:>8} devices  observe() median {result['median_ms']:8.1f} ms, with judges "
+                      f"{result['judged_median_ms']:8.1f} ms ({result['verdicts']} verdicts)  "
                       f"(min {result['min_ms']:.1f}; exposed {result['exposed']}, wave {result['wave_exposed']}, "
                       f"failed {result['failed']})", flush=True)
     if args.json:

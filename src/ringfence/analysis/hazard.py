@@ -27,7 +27,7 @@ Everything works in logarithms, so thousands of failures neither overflow nor un
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -122,12 +122,9 @@ def logrank_upper_bound(steps: Sequence[RiskStep], alpha: float) -> float:
     """The smallest theta0 on :data:`BOUND_GRID` that the data reject as too large at level
     ``alpha`` (``inf`` when none is: not enough evidence to bound the ratio)."""
     log_weights = tuple(math.log(1 / len(DOWN_FACTORS)) for _ in DOWN_FACTORS)
-    threshold = math.log(1 / alpha)
-    for theta0 in BOUND_GRID:
-        log_e = _log_mix([_log_lr(steps, theta0 * f, null=theta0) for f in DOWN_FACTORS], log_weights)
-        if log_e >= threshold:
-            return theta0
-    return math.inf
+    return _smallest_rejected(
+        lambda theta0: _log_mix([_log_lr(steps, theta0 * f, null=theta0) for f in DOWN_FACTORS], log_weights),
+        math.log(1 / alpha))
 
 
 def _log_poisson_lr(failures: int, expected: float, theta: float, null: float = 1.0) -> float:
@@ -146,10 +143,23 @@ def baseline_upper_bound(failures: int, exposure_hours: float, baseline_rate: fl
     """The smallest theta0 on :data:`BOUND_GRID` rejected as too large against the baseline rate."""
     expected = baseline_rate * exposure_hours
     log_weights = tuple(math.log(1 / len(DOWN_FACTORS)) for _ in DOWN_FACTORS)
-    threshold = math.log(1 / alpha)
-    for theta0 in BOUND_GRID:
-        log_e = _log_mix([_log_poisson_lr(failures, expected, theta0 * f, null=theta0) for f in DOWN_FACTORS],
-                         log_weights)
-        if log_e >= threshold:
-            return theta0
-    return math.inf
+    return _smallest_rejected(
+        lambda theta0: _log_mix([_log_poisson_lr(failures, expected, theta0 * f, null=theta0)
+                                 for f in DOWN_FACTORS], log_weights),
+        math.log(1 / alpha))
+
+
+def _smallest_rejected(log_e: Callable[[float], float], threshold: float) -> float:
+    """Binary search of :data:`BOUND_GRID`: the evidence against ``theta >= theta0`` only grows
+    with theta0 (the alternatives are fixed fractions of it), so the rejected set is an upper
+    interval of the grid."""
+    if log_e(BOUND_GRID[-1]) < threshold:
+        return math.inf
+    low, high = 0, len(BOUND_GRID) - 1  # invariant: BOUND_GRID[high] is rejected
+    while low < high:
+        mid = (low + high) // 2
+        if log_e(BOUND_GRID[mid]) >= threshold:
+            high = mid
+        else:
+            low = mid + 1
+    return BOUND_GRID[high]

@@ -144,7 +144,8 @@ class Reconciler:
         self._on_change = on_change
         self._wake = asyncio.Event()
         self._failures_arrived = False
-        self._verdicts: dict[str, tuple[float, tuple[Verdict, ...]]] = {}  # release -> (judged at, verdicts)
+        # release -> (judged at, how long judging took, verdicts)
+        self._verdicts: dict[str, tuple[float, float, tuple[Verdict, ...]]] = {}
         self.leadership = Leadership(db)
         self.ticks = 0
         self.last_tick_s = 0.0
@@ -181,10 +182,13 @@ class Reconciler:
                 if row is None:
                     return 0
                 state = rollout_state(row)
-                judged_at, cached = self._verdicts.get(release_id, (-math.inf, ()))
-                if fresh or time.monotonic() - judged_at >= self._judge_interval:
+                judged_at, cost, cached = self._verdicts.get(release_id, (-math.inf, 0.0, ()))
+                # At least judge_interval_s apart, and never more than a fifth of the time (a large
+                # fleet's look costs seconds); failures arriving always trigger a look.
+                if fresh or time.monotonic() - judged_at >= max(self._judge_interval, 4 * cost):
+                    began = time.monotonic()
                     obs = observe(s, row, now)
-                    self._verdicts[release_id] = (time.monotonic(), obs.verdicts)
+                    self._verdicts[release_id] = (time.monotonic(), time.monotonic() - began, obs.verdicts)
                 else:
                     obs = replace(observe(s, row), verdicts=cached)
                 actions = step(state, release_plan(row), obs, now, self._limits)

@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 from ringfence.analysis.tallies import Track
 from ringfence.analysis.verdicts import Verdict
 from ringfence.core.clock import utc
-from ringfence.core.models import FAILURE_KINDS, EventKind, stratum_key
+from ringfence.core.models import FAILURE_KINDS, DeviceAttributes, EventKind, stratum_key
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent
 from ringfence.engine.health import judge_rollout
-from ringfence.store.access import device_attributes
 from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
@@ -45,22 +44,27 @@ def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan) -> list[Track]:
         when = min(utc(at), utc(received))
         if device_id not in failures or when < failures[device_id][0]:
             failures[device_id] = (when, kind)
-    devices = list(s.scalars(select(DeviceRow)))
-    strata_of = {d.id: stratum_key(device_attributes(d), plan.strata) for d in devices}
+    everyone = any(not w.selector.include and not w.selector.exclude for w in plan.waves)
+    rows = s.execute(select(DeviceRow.id, DeviceRow.platform, DeviceRow.os_version, DeviceRow.arch, DeviceRow.region,
+                            DeviceRow.tenant, DeviceRow.channel, DeviceRow.tags, DeviceRow.enrolled_at,
+                            DeviceRow.last_seen_at)).all()
+    attributes = {r[0]: DeviceAttributes(platform=r[1], os_version=r[2], arch=r[3], region=r[4], tenant=r[5],
+                                         channel=r[6], tags=frozenset(r[7] or ())) for r in rows}
+    strata_of = {d: stratum_key(a, plan.strata) for d, a in attributes.items()}
     exposed_strata = {strata_of[d] for d in exposed if d in strata_of}
     tracks: list[Track] = []
-    for device in devices:
-        stratum = strata_of[device.id]
+    for device_id, *_, enrolled_at, last_seen_at in rows:
+        stratum = strata_of[device_id]
         if stratum not in exposed_strata:
             continue
-        if device.id not in exposed and not any(w.selector.matches(device_attributes(device)) for w in plan.waves):
+        if (device_id not in exposed and not everyone
+                and not any(w.selector.matches(attributes[device_id]) for w in plan.waves)):
             continue  # no wave could ever select it: not a fair comparison
-        failed = failures.get(device.id)
-        since = max(started, utc(device.enrolled_at))
+        failed = failures.get(device_id)
         tracks.append(Track(
-            device_id=device.id, stratum=stratum, since=since, exposed_at=exposed.get(device.id),
-            healthy_at=healthy.get(device.id),
-            last_heard=utc(device.last_seen_at) if device.last_seen_at is not None else None,
+            device_id=device_id, stratum=stratum, since=max(started, utc(enrolled_at)),
+            exposed_at=exposed.get(device_id), healthy_at=healthy.get(device_id),
+            last_heard=utc(last_seen_at) if last_seen_at is not None else None,
             failed_at=failed[0] if failed else None, failure=failed[1] if failed else ""))
     return tracks
 

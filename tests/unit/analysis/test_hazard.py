@@ -163,3 +163,19 @@ def test_upper_bound_needs_evidence_and_tightens_with_it() -> None:
 def test_a_mixture_refuses_nonsense(thetas: tuple[float, ...], weights: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match=r"mixture|positive"):
         Mixture(thetas, weights)
+
+
+def test_the_bound_search_finds_the_same_bound_as_a_scan_of_the_grid() -> None:
+    """The bound is found by bisection, which relies on the evidence growing with theta0; a plain
+    scan of the grid must agree on data of every shape."""
+    from ringfence.analysis.hazard import BOUND_GRID, DOWN_FACTORS, _log_lr, _log_mix
+
+    rng = np.random.default_rng(11)
+    log_w = [math.log(1 / len(DOWN_FACTORS))] * len(DOWN_FACTORS)
+    for share in (0.02, 0.1, 0.3, 0.6):
+        for n in (5, 40, 300):
+            exposed = rng.random(n) < share
+            steps = [RiskStep(int(x), int(not x), 100, 900) for x in exposed]
+            scan = next((t for t in BOUND_GRID if _log_mix([_log_lr(steps, t * f, null=t) for f in DOWN_FACTORS],
+                                                            log_w) >= math.log(20)), math.inf)
+            assert logrank_upper_bound(steps, 0.05) == scan
