@@ -91,7 +91,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("F5", "no fault; one region offline 7-9 h (both arms)", "outage"),
     Fault("F6", "no fault; daily usage cycles, delayed and duplicated telemetry", "cycles"),
 )
-CRASH_ON_LOAD_MEAN_H = 20 * SECOND  # F1: time from activation to the crash
+CRASH_ON_LOAD_MEAN_H = 20 * SECOND  # F1, F2: time from activation to the crash (exponential)
 LATE_CRASH_AT_H = 6.0  # F4: the hazard jumps this long after activation ...
 LATE_CRASH_MEAN_H = 10 * MINUTE  # ... to one crash per 10 minutes
 F6_SILENCE_AFTER_H = 16.0  # see README: a fleet whose workstations sleep 10-14 h needs more than 6 h
@@ -107,6 +107,7 @@ class Fleet:
     sizes: np.ndarray
     wave_start: np.ndarray  # hour the device's wave starts (inf: in no wave)
     baseline_sample: np.ndarray  # bool: the control devices Kayenta compares the canary with
+    sham_start: np.ndarray  # --what-if: the same sample, given sham trials when each wave starts
 
     @classmethod
     def build(cls, cfg: Config) -> Fleet:
@@ -123,7 +124,10 @@ class Fleet:
             wave_start[pos < np.round(share * sizes[stratum])] = start
         last = np.round(cfg.waves[-1][1] * sizes[stratum])
         baseline = (pos >= last) & (pos < 2 * last)
-        return cls(cfg, stratum, stratum % len(REGIONS), sizes, wave_start, baseline)
+        sham_start = np.full(cfg.devices, INF)
+        for start, share in reversed(cfg.waves):
+            sham_start[baseline & (pos - last < np.round(share * sizes[stratum]))] = start
+        return cls(cfg, stratum, stratum % len(REGIONS), sizes, wave_start, baseline, sham_start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +156,8 @@ class World:
     q_end: np.ndarray
     affected: np.ndarray  # devices the fault applies to once exposed
     requests: np.ndarray  # per minute: requests (check-ins, heartbeats, healthy) from exposed devices
+    sham_x: np.ndarray  # --what-if: when a sham-trial device checked in for its no-op trial (inf: none)
+    sham_silent: np.ndarray  # ... and whether it failed to confirm within the trial timeout
     epochs: tuple[float, ...] = ()  # times at which many silence failures clear at once (F5)
     excess_rate: float = 0.0  # the fault's added hazard once active (per hour) ...
     excess_onset: float = 0.0  # ... from this age on (hours since activation)
@@ -230,7 +236,8 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
     idx = np.arange(n)
     phi = rng.random(n) * poll  # check-in phase
     in_wave = np.isfinite(fleet.wave_start)
-    grid = np.where(in_wave, fleet.wave_start + np.mod(phi - fleet.wave_start, poll), INF)
+    starts = np.minimum(fleet.wave_start, fleet.sham_start)  # the real waves, and the sham trials (--what-if)
+    grid = np.where(np.isfinite(starts), starts + np.mod(phi - starts, poll), INF)
     cycles = Cycles(rng, fleet) if fault.kind == "cycles" else None
     details: dict[str, float] = {}
 
@@ -249,9 +256,12 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         return np.where(in_out & (t >= outage[0]) & (t < outage[1]), outage[1], t)
 
     if cycles is not None:
-        x = np.where(in_wave, cycles.next_contact(grid, idx), INF)
+        x = cycles.next_contact(grid, idx)
     x = delivered(x)
     x[x > horizon] = INF
+    act = x.copy()  # exposed devices, and sham-trial devices (--what-if)
+    sham = np.isfinite(act) & ~in_wave
+    x[sham] = INF
     exposed = np.isfinite(x)
 
     # true failure times: the baseline hazard, plus the fault's once exposed
@@ -268,12 +278,9 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
     affected = np.ones(n, dtype=bool) if fault.scope == "fleet" else fleet.stratum == SMALL
     g = np.full(n, INF)  # time from activation to the fault's failure
     excess_rate, excess_onset = 0.0, 0.0
-    if fault.kind == "crash-on-load":
+    if fault.kind in ("crash-on-load", "silent"):
         g = rng.exponential(CRASH_ON_LOAD_MEAN_H, n)
         excess_rate = 1 / CRASH_ON_LOAD_MEAN_H
-    elif fault.kind == "silent":
-        g = rng.uniform(5 * SECOND, 30 * SECOND, n)
-        excess_rate = 1 / (17.5 * SECOND)
     elif fault.kind == "hazard":
         excess_rate = (fault.theta - 1) * lam0
         g = np.where(affected, rng.exponential(1 / excess_rate, n), INF)
@@ -300,10 +307,10 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         dup = np.where(np.isfinite(r) & (rng.random(n) < 0.05), r + rng.exponential(10 * MINUTE, n), INF)
 
     # healthy: sent at the end of the trial if the device is still alive (and not boot-looping)
-    h_at = np.where(exposed & ~silent_death, x + cfg.trial_h, INF)
+    h_at = np.where(np.isfinite(act) & ~silent_death, act + cfg.trial_h, INF)
     if cycles is not None:  # a workstation switched off mid-trial finishes the trial after waking
-        ex = np.nonzero(exposed)[0]
-        off = cycles.next_off(x[ex], ex)
+        ex = np.nonzero(np.isfinite(act))[0]
+        off = cycles.next_off(act[ex], ex)
         paused = off < h_at[ex]
         resume = cycles.next_on(off[paused] + 1e-7, ex[paused])
         h_at[ex[paused]] = resume + (h_at[ex[paused]] - off[paused])
@@ -319,10 +326,13 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
     q_kind = np.zeros(n, dtype=np.int8)
     q_event = np.full(n, INF)
     q_end = np.full(n, INF)
-    deadline = x + cfg.trial_timeout_h
+    deadline = act + cfg.trial_timeout_h
     known_by = np.minimum(h_arr, r)  # no trial-timeout failure once healthy or a loud failure is known
     trial = exposed & (known_by > deadline) & (deadline <= horizon)
     q_kind[trial], q_event[trial], q_end[trial] = 1, deadline[trial], known_by[trial]
+    sham_x = np.where(sham & (deadline <= horizon), act, INF)
+    sham_silent = sham & (known_by > deadline)
+    h_at[sham], h_arr[sham] = INF, INF
     silence_after = cfg.silence_after_h
     epochs: tuple[float, ...] = ()
     if fault.kind == "outage":
@@ -339,8 +349,8 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         silence_after = F6_SILENCE_AFTER_H
 
     requests = _requests(fleet, x, f, after_exposure, silent_death, h_arr, phi, outage, cycles, cfg)
-    return World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests, epochs,
-                 excess_rate, excess_onset, details)
+    return World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests, sham_x,
+                 sham_silent, epochs, excess_rate, excess_onset, details)
 
 
 def _requests(fleet: Fleet, x: np.ndarray, f: np.ndarray, after_exposure: np.ndarray, silent_death: np.ndarray,
@@ -403,14 +413,26 @@ class Records:
     stratum: np.ndarray
 
     @classmethod
-    def of(cls, world: World, fleet: Fleet) -> Records:
+    def of(cls, world: World, fleet: Fleet, trial_timeouts: bool = True) -> Records:
+        """``trial_timeouts=False`` (--what-if): silent-after-activation is left to the sham-controlled
+        silence test; a device silent since its activation fails the hazard test only by the
+        ``silence_after`` rule, like any other device."""
         horizon = fleet.cfg.horizon_h
         loud = np.nonzero(world.r <= horizon)[0]
-        quiet = np.nonzero((world.q_kind > 0) & (world.q_event <= horizon))[0]
+        if trial_timeouts:
+            quiet = np.nonzero((world.q_kind > 0) & (world.q_event <= horizon))[0]
+            q_event, q_end = world.q_event[quiet], world.q_end[quiet]
+        else:
+            generic = np.nonzero((world.q_kind == 2) & (world.q_event <= horizon))[0]
+            lost = world.x + world.silence_after_h  # never heard from after the activation
+            dead = np.nonzero((world.q_kind == 1) & (world.q_end > lost) & (lost <= horizon))[0]
+            quiet = np.concatenate([generic, dead])
+            q_event = np.concatenate([world.q_event[generic], lost[dead]])
+            q_end = np.concatenate([world.q_end[generic], world.q_end[dead]])
         dev = np.concatenate([loud, quiet])
-        event = np.concatenate([world.f[loud], world.q_event[quiet]])
-        appear = np.concatenate([world.r[loud], world.q_event[quiet]])
-        end = np.concatenate([np.full(loud.size, INF), world.q_end[quiet]])
+        event = np.concatenate([world.f[loud], q_event])
+        appear = np.concatenate([world.r[loud], q_event])
+        end = np.concatenate([np.full(loud.size, INF), q_end])
         return cls(dev, event, appear, end, world.x[dev] <= event, fleet.stratum[dev])
 
 
@@ -422,9 +444,10 @@ def _count_before(keys: np.ndarray, stratum: np.ndarray, at: np.ndarray, side: s
 def epoch_terms(world: World, fleet: Fleet, rec: Records, b0: float, b1: float) -> tuple[np.ndarray, np.ndarray]:
     """Log likelihood-ratio terms (one row per failure record counted during [b0, b1), one column
     per theta of the mixture), each scored with the risk sets just before it (failing devices
-    included). Risk sets come from the failures counted at some point of the epoch: exact while
-    failures are only added; a report still in flight, or a silence failure cleared within the
-    epoch, shifts them by that one device (see README)."""
+    included). Risk sets come from the failures counted during the epoch (in which failures are
+    only added, see ``_bounds``); the one difference from tally() at a look: a device whose
+    failure report is still in flight is out of the risk sets from its failure time on, where
+    the server keeps it in until the report arrives (see README)."""
     ids = np.nonzero((rec.appear < b1) & (rec.end > b0))[0]
     depart = np.full(fleet.cfg.devices, INF)
     np.minimum.at(depart, rec.dev[ids], rec.event[ids])
@@ -452,43 +475,80 @@ class Halt:
     stratum: int = -1
 
 
+@dataclass
+class Path:
+    """One epoch's changes to the counted failures, sorted by (stratum, time), with each stratum's
+    log E after the change and whether it is the last change of its (stratum, time)."""
+
+    times: np.ndarray
+    strata: np.ndarray
+    values: np.ndarray
+    log_e: np.ndarray
+    last: np.ndarray
+    first: np.ndarray  # index of the stratum's first change
+
+
+def epoch_path(world: World, fleet: Fleet, rec: Records, b0: float, b1: float) -> Path | None:
+    ids, terms = epoch_terms(world, fleet, rec, b0, b1)
+    if not ids.size:
+        return None
+    start = np.maximum(rec.appear[ids], b0)  # failures counted when the epoch starts come in at b0
+    end = rec.end[ids]
+    gone = end < b1
+    times = np.concatenate([start, end[gone]])
+    values = np.concatenate([terms, -terms[gone]])
+    strata = np.concatenate([rec.stratum[ids], rec.stratum[ids][gone]])
+    keep = times <= fleet.cfg.horizon_h
+    times, values, strata = times[keep], values[keep], strata[keep]
+    keys = strata * KEY + times
+    order = np.argsort(keys, kind="stable")
+    keys, strata, times, values = keys[order], strata[order], times[order], values[order]
+    sums = np.cumsum(values, axis=0)
+    first = np.searchsorted(strata, strata, "left")
+    sums -= np.where((first > 0)[:, None], sums[np.maximum(first - 1, 0)], 0.0)
+    log_e = special.logsumexp(sums + LOG_WEIGHTS[None, :], axis=1)
+    last = np.append(keys[1:] != keys[:-1], True)  # look once every change at that moment is in
+    return Path(times, strata, values, log_e, last, first)
+
+
+def _bounds(world: World, fleet: Fleet, rec: Records) -> list[float]:
+    """Epochs: a new one wherever a counted silence failure clears (the device was heard from
+    again), so that within an epoch failures are only ever added."""
+    horizon = fleet.cfg.horizon_h
+    clears = rec.end[rec.end <= horizon]
+    inner = sorted({float(t) for t in clears} | {t for t in world.epochs if t <= horizon})
+    return [0.0, *inner, horizon + 1e-6]
+
+
 def ringfence_halt(world: World, fleet: Fleet) -> Halt:
-    cfg = fleet.cfg
+    """The judges as the engine runs them (engine/health.py): HazardRatioJudge and SilenceJudge
+    on every stratum with exposure, looked at after every change; any FAILED verdict halts."""
     rec = Records.of(world, fleet)
-    threshold = math.log(1 / cfg.alpha) - 1e-9
-    bounds = [0.0, *world.epochs, cfg.horizon_h + 1e-6]
+    threshold = math.log(1 / fleet.cfg.alpha) - 1e-9
     hazard = Halt()
-    for b0, b1 in itertools.pairwise(bounds):
-        ids, terms = epoch_terms(world, fleet, rec, b0, b1)
-        if not ids.size:
+    for b0, b1 in itertools.pairwise(_bounds(world, fleet, rec)):
+        path = epoch_path(world, fleet, rec, b0, b1)
+        if path is None:
             continue
-        start = np.maximum(rec.appear[ids], b0)
-        end = rec.end[ids]
-        gone = end < b1
-        times = np.concatenate([start, end[gone]])
-        values = np.concatenate([terms, -terms[gone]])
-        strata = np.concatenate([rec.stratum[ids], rec.stratum[ids][gone]])
-        keys = strata * KEY + times
-        order = np.argsort(keys, kind="stable")
-        keys, strata, times = keys[order], strata[order], times[order]
-        sums = np.cumsum(values[order], axis=0)
-        first = np.searchsorted(strata, strata, "left")
-        sums -= np.where((first > 0)[:, None], sums[np.maximum(first - 1, 0)], 0.0)
-        log_e = special.logsumexp(sums + LOG_WEIGHTS[None, :], axis=1)
-        last = np.append(keys[1:] != keys[:-1], True)  # look once every change at that moment is in
-        cross = np.nonzero((log_e >= threshold) & last & (times <= cfg.horizon_h))[0]
+        cross = np.nonzero((path.log_e >= threshold) & path.last)[0]
         if cross.size:
-            j = cross[np.argmin(times[cross])]
-            hazard = Halt(float(times[j]), "hazard-ratio", int(strata[j]))
+            j = cross[np.argmin(path.times[cross])]
+            hazard = Halt(float(path.times[j]), "hazard-ratio", int(path.strata[j]))
             break
     silence = silence_judge_halt(world, fleet)
     return silence if silence.time < hazard.time else hazard
 
 
+def _exposed_arm(world: World) -> np.ndarray:
+    """Exposed devices whose first failure (if any) came after the exposure: a device that failed
+    before it is a control device for tally()."""
+    return np.isfinite(world.x) & ~(world.f < world.x)
+
+
 def silence_judge_halt(world: World, fleet: Fleet) -> Halt:
     """SilenceJudge: failed once every exposed device of a stratum counts as silent."""
     best = Halt()
-    exposed = np.isfinite(world.x)
+    exposed = _exposed_arm(world)
     for s in range(len(fleet.sizes)):
         ids = np.nonzero(exposed & (fleet.stratum == s))[0]
         if not ids.size:
@@ -504,16 +564,108 @@ def silence_judge_halt(world: World, fleet: Fleet) -> Halt:
     return best
 
 
+def silence_failed_at(world: World, fleet: Fleet, look: float) -> set[int]:
+    """Strata whose SilenceJudge is failed at one look (for the cross-check)."""
+    exposed = _exposed_arm(world) & (world.x <= look)
+    silent = (world.q_kind > 0) & (world.q_event <= look) & (world.q_end > look)
+    return {s for s in range(len(fleet.sizes))
+            if exposed[fleet.stratum == s].any() and silent[exposed & (fleet.stratum == s)].all()}
+
+
 def ringfence_log_e_at(world: World, fleet: Fleet, look: float) -> np.ndarray:
     """log E per stratum at one look, from the same records and terms (for the cross-check)."""
     rec = Records.of(world, fleet)
-    bounds = [0.0, *world.epochs, fleet.cfg.horizon_h + 1e-6]
+    bounds = _bounds(world, fleet, rec)
     k = max(i for i, b in enumerate(bounds[:-1]) if b <= look)
     ids, terms = epoch_terms(world, fleet, rec, bounds[k], bounds[k + 1])
     active = (rec.appear[ids] <= look) & (rec.end[ids] > look)
     sums = np.zeros((len(fleet.sizes), len(THETAS)))
     np.add.at(sums, rec.stratum[ids][active], terms[active])
     return special.logsumexp(sums + LOG_WEIGHTS[None, :], axis=1)
+
+
+# --what-if: the judges this benchmark suggests (not in src/): weights of the averaged e-processes
+PROPOSED_WEIGHTS = {"pooled": 0.5, "strata": 0.4, "silence": 0.1}
+E_CAP = 60.0  # log E beyond which an e-process has long crossed any threshold (keeps exp() finite)
+
+
+def silence_test_path(world: World, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
+    """--what-if: silent-after-activation tested against sham trials. For every exposed device a
+    control device of the same stratum and wave checks in for a no-op trial at the same point of
+    the wave (the k-th exposed with the k-th sham); a pair is decided when both trial timeouts
+    have passed. Under no fault, in a pair where exactly one device failed to confirm, either is
+    equally likely: a sign test, mixed over the same odds ratios as the hazard test. Returns the
+    decision times and log E after each."""
+    wave_of = {start: i for i, (start, _) in enumerate(fleet.cfg.waves)}
+    groups = []
+    for mask, t in ((np.isfinite(world.x), world.x), (np.isfinite(world.sham_x), world.sham_x)):
+        start = np.where(np.isfinite(fleet.wave_start), fleet.wave_start, fleet.sham_start)
+        ids = np.nonzero(mask)[0]
+        group = fleet.stratum[ids] * 10 + np.array([wave_of[v] for v in start[ids]], dtype=int)
+        order = np.lexsort((t[ids], group))
+        ids, group = ids[order], group[order]
+        rank = np.arange(ids.size) - np.searchsorted(group, group, "left")
+        groups.append((ids, group * 1_000_000 + rank))
+    (e_ids, e_key), (s_ids, s_key) = groups
+    _, ie, js = np.intersect1d(e_key, s_key, return_indices=True)
+    e_ids, s_ids = e_ids[ie], s_ids[js]
+    decided = np.maximum(world.x[e_ids], world.sham_x[s_ids]) + fleet.cfg.trial_timeout_h
+    e_silent, s_silent = world.q_kind[e_ids] == 1, world.sham_silent[s_ids]
+    use = (e_silent != s_silent) & (decided <= fleet.cfg.horizon_h)
+    order = np.argsort(decided[use])
+    times, label = decided[use][order], e_silent[use][order]
+    steps = np.where(label[:, None], np.log(2 * THETAS / (1 + THETAS))[None, :], np.log(2 / (1 + THETAS))[None, :])
+    return times, special.logsumexp(np.cumsum(steps, axis=0) + LOG_WEIGHTS[None, :], axis=1)
+
+
+def proposed_halt(world: World, fleet: Fleet) -> Halt:
+    """--what-if: one e-process for the whole rollout, the average of (a) the pooled stratified
+    logrank (one hazard ratio for all strata: the product of the strata's partial likelihoods,
+    mixed over theta), (b) the mean of the per-stratum logranks, (c) the sham-controlled silence
+    test; halt when it reaches 1/alpha. An average of e-processes is one, so the false-halt rate
+    of the rollout (not of each stratum) is at most alpha. Trial timeouts leave the hazard test;
+    the silence judge is not used."""
+    cfg = fleet.cfg
+    w = PROPOSED_WEIGHTS
+    k = len(fleet.sizes)
+    rec = Records.of(world, fleet, trial_timeouts=False)
+    sil_t, sil_log = silence_test_path(world, fleet)
+    target = 1 / cfg.alpha
+
+    def silence_e(at: np.ndarray) -> np.ndarray:
+        if not sil_t.size:
+            return np.ones(at.size)
+        j = np.searchsorted(sil_t, at, "right") - 1
+        return np.where(j >= 0, np.exp(np.minimum(sil_log[np.maximum(j, 0)], E_CAP)), 1.0)
+
+    for b0, b1 in itertools.pairwise(_bounds(world, fleet, rec)):
+        path = epoch_path(world, fleet, rec, b0, b1)
+        in_epoch = (sil_t >= b0) & (sil_t < b1)
+        if path is None:
+            looks, pooled, strata = sil_t[in_epoch], np.ones(in_epoch.sum()), np.full(in_epoch.sum(), float(k))
+        else:
+            e_s = np.exp(np.minimum(path.log_e, E_CAP))
+            idx = np.arange(e_s.size)
+            delta = e_s - np.where(path.first == idx, 1.0, e_s[np.maximum(idx - 1, 0)])
+            g = np.argsort(path.times, kind="stable")
+            tg = path.times[g]
+            sum_s = k + np.cumsum(delta[g])
+            pool = np.exp(np.minimum(special.logsumexp(np.cumsum(path.values[g], axis=0) + LOG_WEIGHTS, axis=1), E_CAP))
+            last = np.append(tg[1:] != tg[:-1], True)
+            tg, sum_s, pool = tg[last], sum_s[last], pool[last]
+            extra = sil_t[in_epoch]
+            j = np.searchsorted(tg, extra, "right") - 1
+            looks = np.concatenate([tg, extra])
+            pooled = np.concatenate([pool, np.where(j >= 0, pool[np.maximum(j, 0)], 1.0)])
+            strata = np.concatenate([sum_s, np.where(j >= 0, sum_s[np.maximum(j, 0)], float(k))])
+        combined = w["pooled"] * pooled + w["strata"] * strata / k + w["silence"] * silence_e(looks)
+        hit = np.nonzero(combined >= target)[0]
+        if hit.size:
+            j = hit[np.argmin(looks[hit])]
+            parts = {"pooled": w["pooled"] * pooled[j], "strata": w["strata"] * strata[j] / k,
+                     "silence": w["silence"] * float(silence_e(looks[j:j + 1])[0])}
+            return Halt(float(looks[j]), max(parts, key=lambda name: parts[name]))
+    return Halt()
 
 
 # --------------------------------------------------------------------------------------------
@@ -706,9 +858,9 @@ def wald_asn(theta: float, cfg: Config) -> float:
 # --------------------------------------------------------------------------------------------
 def at_halt(world: World, halt: float) -> dict[str, float]:
     x, f = world.x, world.f
-    exposed = x < halt
+    exposed = _exposed_arm(world) & (x < halt)
     failed = int((exposed & (f >= x) & (f < halt)).sum())
-    loud = (world.r < halt) & (x <= f)
+    loud = (world.r <= halt) & (x <= f)  # the report that decides the halt included
     quiet = (world.q_kind > 0) & (world.q_event <= halt) & (world.q_end > halt) & (x <= world.q_event)
     hours = np.clip(np.minimum(halt, f) - x, 0.0, None)
     return {"failed": failed, "observed": int((loud | quiet).sum()), "exposed": int(exposed.sum()),
@@ -748,7 +900,7 @@ def validate(seed: int, rollouts: int, looks: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     threshold = math.log(1 / cfg.alpha)
     for fault in (f for f in FAULTS if f.key in ("F2", "F3-x5", "F5", "F6")):
-        worst, disagree, compared = 0.0, 0, 0
+        worst, disagree, compared, silence_disagree, silence_failed = 0.0, 0, 0, 0, 0
         for i in range(rollouts):
             world = simulate(fleet, fault, np.random.default_rng([seed, 99, i]))
             silence = Silence(timedelta(hours=cfg.trial_timeout_h), timedelta(hours=world.silence_after_h))
@@ -757,6 +909,10 @@ def validate(seed: int, rollouts: int, looks: int) -> dict[str, Any]:
                 data = tally(tracks_at(world, fleet, float(look), base), base + timedelta(hours=float(look)), silence)
                 verdicts = judge_all(data.values(), [HazardRatioJudge(alpha=cfg.alpha, limit=None), SilenceJudge()])
                 failed = {v.stratum for v in verdicts if v.phase is VerdictPhase.FAILED and v.judge == "hazard-ratio"}
+                silent = {v.stratum for v in verdicts if v.phase is VerdictPhase.FAILED and v.judge == "silence"}
+                mine_silent = {f"s{x:02d}" for x in silence_failed_at(world, fleet, float(look))}
+                silence_disagree += len(silent ^ mine_silent)
+                silence_failed += len(silent)
                 for name, stratum_data in data.items():
                     if not stratum_data.exposed.devices:
                         continue
@@ -765,31 +921,38 @@ def validate(seed: int, rollouts: int, looks: int) -> dict[str, Any]:
                     worst = max(worst, abs(theirs - float(mine[s])))
                     disagree += (name in failed) != bool(mine[s] >= threshold)
                     compared += 1
-        out[fault.key] = {"stratum_looks": compared, "max_abs_log_e_diff": worst, "verdict_disagreements": disagree}
+        out[fault.key] = {"stratum_looks": compared, "max_abs_log_e_diff": worst, "verdict_disagreements": disagree,
+                          "silence_failed_verdicts": silence_failed, "silence_disagreements": silence_disagree}
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # Running the faults
 # --------------------------------------------------------------------------------------------
-DETECTORS = ("ringfence", "argo-common", "argo-tuned", "flagger", "kayenta", "oracle-sprt")
-ARGO_THRESHOLDS = tuple(range(1, 16))
+ARGO_THRESHOLDS = tuple(range(1, 41))
 
 
-def run_chunk(task: tuple[Config, int, int, int, int]) -> dict[str, Any]:
+def run_chunk(task: tuple[Config, int, int, int, int, bool]) -> dict[str, Any]:
     """Rollouts [lo, hi) of one fault; every detector on the same worlds (seed = seed, fault, run)."""
-    cfg, fault_index, lo, hi, seed = task
+    cfg, fault_index, lo, hi, seed, what_if = task
+    np.seterr(invalid="ignore", over="ignore")
     fleet = Fleet.build(cfg)
     fault = FAULTS[fault_index]
-    rows: dict[str, list[Any]] = {k: [] for k in ("ringfence", "flagger", "kayenta", "oracle-sprt")}
+    names = ["ringfence", "flagger", "kayenta", "oracle-sprt"] + (["proposed"] if what_if else [])
+    rows: dict[str, list[Any]] = {k: [] for k in names}
     argo: list[list[tuple[float, dict[str, float]]]] = []
-    by: list[str] = []
+    by: dict[str, list[str]] = {"ringfence": [], "proposed": []}
+    where: list[int] = []
     for i in range(lo, hi):
         world = simulate(fleet, fault, np.random.default_rng([seed, fault_index, i]))
         series = Series.of(world, fleet)
         halts = {"ringfence": ringfence_halt(world, fleet), "flagger": flagger_halt(series),
                  "kayenta": kayenta_halt(series), "oracle-sprt": oracle_halt(world, fleet)}
-        by.append(halts["ringfence"].by)
+        if what_if:
+            halts["proposed"] = proposed_halt(world, fleet)
+            by["proposed"].append(halts["proposed"].by)
+        by["ringfence"].append(halts["ringfence"].by)
+        where.append(halts["ringfence"].stratum)
         for name, halt in halts.items():
             rows[name].append((halt.time, at_halt(world, halt.time)))
         counts = argo_counts(series)
@@ -801,7 +964,7 @@ def run_chunk(task: tuple[Config, int, int, int, int]) -> dict[str, Any]:
                 cache[t] = at_halt(world, t)
             per_k.append((t, cache[t]))
         argo.append(per_k)
-    return {"fault": fault_index, "rows": rows, "argo": argo, "by": by}
+    return {"fault": fault_index, "rows": rows, "argo": argo, "by": by, "where": where}
 
 
 def summarise(rows: Sequence[tuple[float, dict[str, float]]], fault: Fault, cfg: Config) -> dict[str, Any]:
@@ -826,13 +989,13 @@ def summarise(rows: Sequence[tuple[float, dict[str, float]]], fault: Fault, cfg:
     return out
 
 
-def run(cfg: Config, fault_runs: int, good_runs: int, seed: int, jobs: int,
-        progress: Callable[[str], None]) -> dict[str, Any]:
+def run(cfg: Config, fault_runs: int, good_runs: int, seed: int, jobs: int, what_if: bool,
+        progress: Callable[[str], None]) -> dict[int, dict[str, Any]]:
     tasks = []
     for fi, fault in enumerate(FAULTS):
         runs = good_runs if fault.good else fault_runs
         step = max(1, math.ceil(runs / (4 * jobs)))
-        tasks += [(cfg, fi, lo, min(lo + step, runs), seed) for lo in range(0, runs, step)]
+        tasks += [(cfg, fi, lo, min(lo + step, runs), seed, what_if) for lo in range(0, runs, step)]
     parts: list[dict[str, Any]] = []
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -846,18 +1009,22 @@ def run(cfg: Config, fault_runs: int, good_runs: int, seed: int, jobs: int,
             parts.append(run_chunk(task))
             progress(f"{done}/{len(tasks)} chunks")
     merged: dict[int, dict[str, Any]] = {}
-    for part in sorted(parts, key=lambda p: p["fault"]):
-        m = merged.setdefault(part["fault"], {"rows": {k: [] for k in part["rows"]}, "argo": [], "by": []})
+    for part in parts:  # pool.map keeps the order of the tasks: runs stay in seed order
+        m = merged.setdefault(part["fault"], {"rows": {k: [] for k in part["rows"]}, "argo": [],
+                                              "by": {k: [] for k in part["by"]}, "where": []})
         for k, v in part["rows"].items():
             m["rows"][k] += v
+        for k, v in part["by"].items():
+            m["by"][k] += v
         m["argo"] += part["argo"]
-        m["by"] += part["by"]
+        m["where"] += part["where"]
     return merged
 
 
 def assemble(cfg: Config, merged: dict[int, dict[str, Any]]) -> dict[str, Any]:
     good = [fi for fi, f in enumerate(FAULTS) if f.good]
     rf_false = max(summarise(merged[fi]["rows"]["ringfence"], FAULTS[fi], cfg)["halt_rate"] for fi in good)
+    argo_target = min(rf_false, cfg.alpha)
 
     def argo_rows(fi: int, k: int) -> list[tuple[float, dict[str, float]]]:
         return [per_k[ARGO_THRESHOLDS.index(k)] for per_k in merged[fi]["argo"]]
@@ -865,7 +1032,7 @@ def assemble(cfg: Config, merged: dict[int, dict[str, Any]]) -> dict[str, Any]:
     def argo_false(k: int) -> float:
         return max(float(np.mean([t <= cfg.horizon_h for t, _ in argo_rows(fi, k)])) for fi in good)
 
-    tuned = next((k for k in ARGO_THRESHOLDS if argo_false(k) <= rf_false), ARGO_THRESHOLDS[-1])
+    tuned = next((k for k in ARGO_THRESHOLDS if argo_false(k) <= argo_target), ARGO_THRESHOLDS[-1])
     results: dict[str, Any] = {}
     for fi, fault in enumerate(FAULTS):
         m = merged[fi]
@@ -875,10 +1042,18 @@ def assemble(cfg: Config, merged: dict[int, dict[str, Any]]) -> dict[str, Any]:
                "flagger": summarise(m["rows"]["flagger"], fault, cfg),
                "kayenta": summarise(m["rows"]["kayenta"], fault, cfg),
                "oracle-sprt": summarise(m["rows"]["oracle-sprt"], fault, cfg)}
-        by = [b for b in m["by"] if b]
-        per["ringfence"]["halted_by"] = {name: by.count(name) for name in sorted(set(by))}
+        if "proposed" in m["rows"]:
+            per["proposed"] = summarise(m["rows"]["proposed"], fault, cfg)
+        for name in ("ringfence", "proposed"):
+            by = [b for b in m["by"][name] if b]
+            if name in per:
+                per[name]["halted_by"] = {judge: by.count(judge) for judge in sorted(set(by))}
+        if fault.scope == "stratum":
+            halted = [s for (t, _), s in zip(m["rows"]["ringfence"], m["where"], strict=True) if t <= cfg.horizon_h]
+            per["ringfence"]["halts_in_faulty_stratum"] = sum(s == SMALL for s in halted)
         results[fault.key] = {"label": fault.label, "detectors": per}
-    return {"results": results, "argo_tuned_threshold": tuned, "argo_common_threshold": ARGO_COMMON_THRESHOLD,
+    return {"results": results, "argo_tuned_threshold": tuned, "argo_tuned_target": argo_target,
+            "argo_tuned_false_halt_rate": argo_false(tuned), "argo_common_threshold": ARGO_COMMON_THRESHOLD,
             "ringfence_false_halt_rate": rf_false}
 
 
@@ -935,6 +1110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--what-if", action="store_true",
+                        help="also run the judges this benchmark proposes (not in src/; row 'proposed')")
     args = parser.parse_args(argv)
 
     cfg = Config()
@@ -949,7 +1126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     np.seterr(invalid="ignore", over="ignore")
     check = validate(args.seed, rollouts=1, looks=6 if args.quick else 12)
-    merged = run(cfg, fault_runs, good_runs, args.seed, jobs, progress)
+    merged = run(cfg, fault_runs, good_runs, args.seed, jobs, args.what_if, progress)
     report = assemble(cfg, merged)
     elapsed = time.perf_counter() - started
     if not args.json:
@@ -964,14 +1141,28 @@ def main(argv: Sequence[str] | None = None) -> int:
               "the first wave, failed exposed devices, exposed failures the server knew of, exposed devices, "
               "exposure of affected devices (device-hours) and that over Wald's ASN (F3 only)\n")
         print(table(report))
-        for key in ("F3-x5", "F3-x5-s"):
-            theta = next(f.theta for f in FAULTS if f.key == key)
-            print(f"Wald ASN for x{theta:g} (alpha = beta = {cfg.alpha}): {wald_asn(theta, cfg):,.0f} device-hours")
+        print("Wald ASN (alpha = beta = 0.01), device-hours: "
+              + ", ".join(f"x{t:g} {wald_asn(t, cfg):,.0f}" for t in (1.5, 2.0, 5.0)))
+        res = report["results"]
+        print("Ringfence halts that came from the faulty stratum: " + ", ".join(
+            f"{k} {v['detectors']['ringfence']['halts_in_faulty_stratum']} of {v['detectors']['ringfence']['halted']}"
+            for k, v in res.items() if "halts_in_faulty_stratum" in v["detectors"]["ringfence"]))
+        print("Ringfence halts by judge: " + "; ".join(
+            f"{k} {v['detectors']['ringfence']['halted_by']}" for k, v in res.items()
+            if v["detectors"]["ringfence"]["halted_by"]))
+        print(f"Argo tuned: threshold {report['argo_tuned_threshold']} (worst F5/F6 false-halt rate "
+              f"{report['argo_tuned_false_halt_rate']:.3f}, target {report['argo_tuned_target']:.3f})")
+        for name, t in headline(report, cfg)["targets"].items():
+            shown = "-" if t["value"] is None else f"{t['value']:.3g}"
+            print(f"target {name}: {shown} (target {t['target']}): {'met' if t['met'] else 'MISSED'}")
         print(f"cross-check against tally()/logrank_log_e: {json.dumps(check)}")
         print(f"runtime {elapsed:.1f} s on {jobs} processes")
     out = {**headline(report, cfg), "runtime_s": round(elapsed, 1), "seed": args.seed, "rollouts_per_fault": fault_runs,
            "good_rollouts": good_runs, "argo_tuned_threshold": report["argo_tuned_threshold"],
+           "argo_tuned_target": report["argo_tuned_target"],
+           "argo_tuned_false_halt_rate": report["argo_tuned_false_halt_rate"],
            "argo_common_threshold": ARGO_COMMON_THRESHOLD, "wald_asn_x5": wald_asn(5.0, cfg),
+           "what_if_weights": PROPOSED_WEIGHTS if args.what_if else None,
            "config": {"devices": cfg.devices, "small_stratum_share": cfg.small_share, "waves": cfg.waves,
                       "horizon_h": cfg.horizon_h, "baseline_rate": cfg.baseline_rate, "poll_h": cfg.poll_h,
                       "trial_h": cfg.trial_h, "trial_timeout_h": cfg.trial_timeout_h,
