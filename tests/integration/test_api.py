@@ -277,6 +277,8 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
         d.post("/v1/agent/checkin", json={"versions": baseline, "events": [event("intent", "2.0")]})
         d.post("/v1/agent/checkin", json={"versions": {CT: "2.0"}, "events": [event("crash", "2.0")]})
     halted = wait_for(lambda: (s := status(api, bad))["phase"] == "halted" and s)
+    # Check-ins are answered from the snapshot, which follows the database a moment later.
+    wait_for(lambda: api.http.get("/v1/server").json()["rollout_phases"].get(bad) == "halted")
     reason = halted["history"][-1]["reason"]
     assert halted["history"][-1]["actor"] == "reconciler"
     assert "failure budget exceeded" in reason and "2 failed devices" in reason and "windows/eu-west" in reason

@@ -4,6 +4,7 @@ shows the verdicts per stratum."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.integration.conftest import CT, Api, Caller
@@ -64,6 +65,16 @@ def test_silence_after_activation_halts_with_the_verdict_as_the_reason(setup: tu
     assert failed["hazard-ratio"]["numbers"]["control"]["devices"] == 30
     # Halted: nobody new, and the status still shows the verdicts that stopped it.
     assert halted["verdicts"]["0"]["overall"] == "failed"
+
+    # A person answers for those three and resumes: the judges start afresh from that moment
+    # instead of halting again on the same evidence.
+    api.clock.advance(5)
+    resumed = api.http.post(f"/v1/rollouts/{rid}/resume", json={"reason": "lab machines, unplugged"})
+    assert resumed.json()["phase"] == "rolling"
+    time.sleep(0.5)  # several reconciler ticks
+    again = status(api, rid)
+    assert again["phase"] == "rolling", again["history"][-1]["reason"]
+    assert all(v["phase"] != "failed" for v in again["verdicts"]["0"]["strata"])
 
 
 def test_healthy_canaries_keep_the_judges_quiet(setup: tuple[Api, str]) -> None:

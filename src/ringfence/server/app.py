@@ -50,6 +50,8 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> FastAPI:
             "database": rt.db.engine.dialect.name,
             "devices": len(rt.snapshot.devices),
             "active_rollouts": {ct: v.release_id for ct, v in rt.snapshot.views.items()},
+            # what check-ins are answered from right now (the snapshot follows the database)
+            "rollout_phases": {v.release_id: v.phase.value for v in rt.snapshot.views.values()},
             "write_queue": rt.batcher.depth,
             "reconciler": {"ticks": rt.reconciler.ticks, "last_tick_s": rt.reconciler.last_tick_s,
                            "errors": rt.reconciler.errors},

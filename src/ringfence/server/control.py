@@ -144,8 +144,8 @@ class Reconciler:
         self._on_change = on_change
         self._wake = asyncio.Event()
         self._failures_arrived = False
-        # release -> (judged at, how long judging took, verdicts)
-        self._verdicts: dict[str, tuple[float, float, tuple[Verdict, ...]]] = {}
+        # release -> (judged at, how long judging took, the rollout's revision then, verdicts)
+        self._verdicts: dict[str, tuple[float, float, int, tuple[Verdict, ...]]] = {}
         self.leadership = Leadership(db)
         self.ticks = 0
         self.last_tick_s = 0.0
@@ -182,13 +182,16 @@ class Reconciler:
                 if row is None:
                     return 0
                 state = rollout_state(row)
-                judged_at, cost, cached = self._verdicts.get(release_id, (-math.inf, 0.0, ()))
+                judged_at, cost, revision, cached = self._verdicts.get(release_id, (-math.inf, 0.0, -1, ()))
                 # At least judge_interval_s apart, and never more than a fifth of the time (a large
-                # fleet's look costs seconds); failures arriving always trigger a look.
-                if fresh or time.monotonic() - judged_at >= max(self._judge_interval, 4 * cost):
+                # fleet's look costs seconds); failures arriving, or any transition (a resume
+                # starts the judges afresh), always trigger a look.
+                if (fresh or revision != row.revision
+                        or time.monotonic() - judged_at >= max(self._judge_interval, 4 * cost)):
                     began = time.monotonic()
                     obs = observe(s, row, now)
-                    self._verdicts[release_id] = (time.monotonic(), time.monotonic() - began, obs.verdicts)
+                    self._verdicts[release_id] = (time.monotonic(), time.monotonic() - began, row.revision,
+                                                  obs.verdicts)
                 else:
                     obs = replace(observe(s, row), verdicts=cached)
                 actions = step(state, release_plan(row), obs, now, self._limits)

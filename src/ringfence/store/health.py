@@ -26,12 +26,15 @@ from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, ReleaseRow
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
 
-def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan) -> list[Track]:
+def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None = None) -> list[Track]:
+    """``after``: when a person resumed the rollout from a halt. They answered for what happened
+    before, so the judges start afresh from then (a new e-process, valid on its own): devices
+    that had already failed are left out, and time at risk counts from then."""
     started = s.scalar(select(func.min(HistoryRow.at)).where(HistoryRow.release_id == row.id,
                                                               HistoryRow.intent == Intent.START.value))
     if started is None:
         return []
-    started = utc(started)
+    started = utc(started) if after is None else max(utc(started), after)
     exposed = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
     if not exposed:
         return []
@@ -61,12 +64,24 @@ def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan) -> list[Track]:
                 and not any(w.selector.matches(attributes[device_id]) for w in plan.waves)):
             continue  # no wave could ever select it: not a fair comparison
         failed = failures.get(device_id)
+        if after is not None and _answered_for(exposed.get(device_id), healthy.get(device_id), failed, after, plan):
+            continue
         tracks.append(Track(
             device_id=device_id, stratum=stratum, since=max(started, utc(enrolled_at)),
             exposed_at=exposed.get(device_id), healthy_at=healthy.get(device_id),
             last_heard=utc(last_seen_at) if last_seen_at is not None else None,
             failed_at=failed[0] if failed else None, failure=failed[1] if failed else ""))
     return tracks
+
+
+def _answered_for(exposed_at: datetime | None, healthy_at: datetime | None,
+                  failed: tuple[datetime, str] | None, after: datetime, plan: Plan) -> bool:
+    """Had this device failed (loudly, or silently after activation) before the resume?"""
+    if failed is not None and failed[0] < after:
+        return True
+    if exposed_at is not None and healthy_at is None:
+        return exposed_at + plan.health.trial_timeout < after
+    return False
 
 
 def _first(s: Session, *where: object) -> dict[str, datetime]:
@@ -76,5 +91,6 @@ def _first(s: Session, *where: object) -> dict[str, datetime]:
     return {d: min(utc(at), utc(received)) for d, at, received in rows}
 
 
-def rollout_verdicts(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> list[Verdict]:
-    return judge_rollout(rollout_tracks(s, row, plan), plan, now, row.wave)
+def rollout_verdicts(s: Session, row: ReleaseRow, plan: Plan, now: datetime,
+                     after: datetime | None = None) -> list[Verdict]:
+    return judge_rollout(rollout_tracks(s, row, plan, after), plan, now, row.wave)

@@ -137,9 +137,7 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
                        .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
     # A person who resumed a halted rollout has answered for the failures before that moment;
     # the budget counts the ones after it.
-    since = s.scalar(select(func.max(HistoryRow.at)).where(
-        HistoryRow.release_id == row.id, HistoryRow.intent == Intent.RESUME.value,
-        HistoryRow.from_phase == Phase.HALTED.value))
+    since = _resumed_from_halt_at(s, row.id)
     failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES)]
     if since is not None:
         failures.append(EventRow.received_at > since)
@@ -159,10 +157,18 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
         still = exposed - _confirmed_back(s, row)
     verdicts: tuple[Verdict, ...] = ()
     if now is not None and row.phase == Phase.ROLLING.value:
-        verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now))
+        verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now, utc(since) if since is not None else None))
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
                         wave_exposed=wave_exposed, still_on_version=still,
                         failures_since=utc(since) if since is not None else None, verdicts=verdicts)
+
+
+def _resumed_from_halt_at(s: Session, release_id: str) -> datetime | None:
+    """When a person last resumed the rollout from a halt: they answered for the failures before."""
+    at: datetime | None = s.scalar(select(func.max(HistoryRow.at)).where(
+        HistoryRow.release_id == release_id, HistoryRow.intent == Intent.RESUME.value,
+        HistoryRow.from_phase == Phase.HALTED.value))
+    return at
 
 
 def _confirmed_back(s: Session, row: ReleaseRow) -> int:
@@ -186,7 +192,8 @@ def _confirmed_back(s: Session, row: ReleaseRow) -> int:
 def _verdicts_json(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> dict[str, Any]:
     if Phase(row.phase) not in (Phase.ROLLING, Phase.PAUSED, Phase.HALTED):
         return {}
-    verdicts = rollout_verdicts(s, row, plan, now)
+    since = _resumed_from_halt_at(s, row.id)
+    verdicts = rollout_verdicts(s, row, plan, now, utc(since) if since is not None else None)
     return {str(row.wave): {"overall": overall(verdicts).value, "strata": [v.as_dict() for v in verdicts]}}
 
 
