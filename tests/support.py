@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -474,3 +475,44 @@ class Partition:
             self._open.discard(sink)
         self._drop(source)
         self._drop(sink)
+
+
+# -- shared by the agent end-to-end tests ------------------------------------------------------
+FIRST_PLAN = """
+name: first
+waves:
+  - name: everyone
+    share: 1.0
+    soak: 1s
+"""
+# Stays rolling, so a device is admitted to it (and counted) whenever it checks in.
+ROLLING_PLAN = """
+name: rolling
+waves:
+  - name: everyone
+    share: 1.0
+    soak: 1h
+    gates: {failure_budget: 100}
+"""
+# The probe passes when the active content starts with "ok".
+PROBED_AGENT_CONFIG = """
+heartbeat: 1s
+content_types:
+  default:
+    trial: 1s
+    probe:
+      command: ["sh", "-c", "grep -q '^ok' \\"$RINGFENCE_CONTENT_DIR/content\\""]
+      timeout: 5s
+"""
+
+
+def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server for one test (SQLite, agents told to poll every second): every device is offered
+    every content type, so agent tests must not share one."""
+    proc = ServerProcess(tmp_path / "server", poll_interval=1.0)
+    proc.init()
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -23,47 +23,28 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support import (
+    FIRST_PLAN,
+    PROBED_AGENT_CONFIG,
+    ROLLING_PLAN,
     AgentProcess,
     LimitedAgentProcess,
     Partition,
     Publisher,
     ServerProcess,
+    own_server,
     run_cli,
     server_events,
 )
 
 pytestmark = pytest.mark.e2e
 
-FIRST = """
-name: first
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1s
-"""
-# Stays rolling, so the device is admitted to it (and counted) whenever it checks in.
-ROLLING = """
-name: rolling
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1h
-    gates: {failure_budget: 100}
-"""
+FIRST = FIRST_PLAN
+ROLLING = ROLLING_PLAN
 ACK_2S = ROLLING.replace("name: rolling", "name: ack-2s\nactivation: {intent_ack_timeout: 2s}")
 NO_ACK = ROLLING.replace("name: rolling", "name: no-ack\nactivation: {require_intent_ack: false, "
                                           "intent_ack_timeout: 1s}")
 
-# The probe passes when the active content starts with "ok".
-AGENT_CONFIG = """
-heartbeat: 1s
-content_types:
-  default:
-    trial: 1s
-    probe:
-      command: ["sh", "-c", "grep -q '^ok' \\"$RINGFENCE_CONTENT_DIR/content\\""]
-      timeout: 5s
-"""
+AGENT_CONFIG = PROBED_AGENT_CONFIG
 HUNG_PROBE_CONFIG = """
 heartbeat: 1s
 content_types:
@@ -78,14 +59,7 @@ INTENT = rb'"kind":\s*"intent"'  # a check-in that carries an intent event
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server per test: every device is offered every content type, so tests must not share."""
-    proc = ServerProcess(tmp_path / "server", poll_interval=1.0)
-    proc.init()
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from own_server(tmp_path)
 
 
 @pytest.fixture

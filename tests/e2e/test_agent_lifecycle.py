@@ -15,37 +15,22 @@ from typing import Any
 
 import pytest
 
-from tests.support import AgentProcess, Publisher, ServerProcess
+from tests.support import (
+    FIRST_PLAN,
+    PROBED_AGENT_CONFIG,
+    ROLLING_PLAN,
+    AgentProcess,
+    Publisher,
+    ServerProcess,
+    own_server,
+)
 
 pytestmark = pytest.mark.e2e
 
-FIRST = """
-name: first
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1s
-"""
-# Stays rolling, so the device is admitted to it (and counted) whenever it checks in.
-PLAN = """
-name: everyone
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1h
-    gates: {failure_budget: 100}
-"""
+FIRST = FIRST_PLAN
+PLAN = ROLLING_PLAN
 
-# The probe passes when the active content says "ok".
-AGENT_CONFIG = """
-heartbeat: 1s
-content_types:
-  default:
-    trial: 1s
-    probe:
-      command: ["sh", "-c", "grep -q '^ok' \\"$RINGFENCE_CONTENT_DIR/content\\""]
-      timeout: 5s
-"""
+AGENT_CONFIG = PROBED_AGENT_CONFIG
 
 GOOD_STEPS = ["downloaded", "staged", "intent-journaled", "intent-acked", "activating", "switched", "activated",
               "loaded", "probed", "committed"]
@@ -56,14 +41,7 @@ AFTER_INTENT = {"intent-acked", "activating", "switched", "activated", "loaded",
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server per test: every device is offered every content type, so tests must not share."""
-    proc = ServerProcess(tmp_path / "server", poll_interval=1.0)
-    proc.init()
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from own_server(tmp_path)
 
 
 @pytest.fixture

@@ -12,28 +12,24 @@ from typing import Any
 
 import pytest
 
-from tests.support import SENSOR_DIR, AgentProcess, Device, Publisher, ServerProcess
+from tests.support import (
+    FIRST_PLAN,
+    ROLLING_PLAN,
+    SENSOR_DIR,
+    AgentProcess,
+    Device,
+    Publisher,
+    ServerProcess,
+    own_server,
+)
 
 pytestmark = pytest.mark.e2e
 
 CT = "sensor/channel-files"
 GOOD = (SENSOR_DIR / "content" / "good" / "channel-291.json").read_bytes()
 BAD = (SENSOR_DIR / "content" / "bad-291" / "channel-291.json").read_bytes()
-FIRST = """
-name: first
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1s
-"""
-ROLLING = """
-name: rolling
-waves:
-  - name: everyone
-    share: 1.0
-    soak: 1h
-    gates: {failure_budget: 100}
-"""
+FIRST = FIRST_PLAN
+ROLLING = ROLLING_PLAN
 
 
 def agent_config(tmp_path: Path, crash: str) -> Path:
@@ -58,13 +54,7 @@ workload:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "server", poll_interval=1.0)
-    proc.init()
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from own_server(tmp_path)
 
 
 def ready(agent: AgentProcess) -> dict[str, Any] | None:
