@@ -4,8 +4,16 @@ The command ``ringfence agent run`` is a thin wrapper over this; tests and the s
 mode embed it directly (with their own transport, clock and probes).
 """
 
-from ringfence.agent.agent import Agent, AgentError, HashOnly, Verifier, default_attributes
-from ringfence.agent.config import AgentConfig, ContentTypeSpec, ProbeSpec, load_attributes, load_config
+from ringfence.agent.agent import Agent, AgentError
+from ringfence.agent.answers import HashOnly, Verifier
+from ringfence.agent.config import (
+    AgentConfig,
+    ContentTypeSpec,
+    ProbeSpec,
+    default_attributes,
+    load_attributes,
+    load_config,
+)
 from ringfence.agent.probes import CallableProbe, CommandProbe, HttpProbe, Probe, ProbeResult
 from ringfence.agent.transport import HttpTransport, Transport
 

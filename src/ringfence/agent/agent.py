@@ -25,22 +25,20 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ringfence import __version__
+from ringfence.agent.answers import Desired, HashOnly, Verifier, parse_desired
 from ringfence.agent.appliers import Applier, ApplyFailed, CommandApplier, ContentApplier
-from ringfence.agent.config import AgentConfig, ContentTypeSpec
+from ringfence.agent.config import AgentConfig, ContentTypeSpec, default_attributes
 from ringfence.agent.durable import write_atomic
 from ringfence.agent.journal import ContentState, Journal, JournalError, State, Update, VersionRef, summary
-from ringfence.agent.probes import CommandProbe, HttpProbe, Probe, ProbeResult, WorkloadProbe, describe_exit
+from ringfence.agent.probes import Probe, ProbeResult, describe_exit, probe_for
 from ringfence.agent.transport import (
     DownloadTooLarge,
     HttpTransport,
@@ -52,7 +50,6 @@ from ringfence.agent.transport import (
 from ringfence.agent.workload import Workload
 from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import InvalidInput
-from ringfence.core.models import check_content_type_name, check_sha256, check_version
 
 log = logging.getLogger("ringfence.agent")
 
@@ -69,42 +66,6 @@ class AgentError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class Verifier(Protocol):
-    """Checks an artifact beyond its hash (signatures). The hash itself is always checked."""
-
-    def verify(self, content_type: str, ref: VersionRef, path: Path) -> None:
-        """Raise ValueError naming what is wrong."""
-        ...
-
-
-class HashOnly:
-    """The default verifier: the sha256 check the agent always does is the whole check."""
-
-    def verify(self, content_type: str, ref: VersionRef, path: Path) -> None:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Desired:
-    content_type: str
-    version: str | None
-    sha256: str
-    size: int
-    url: str
-    release: str | None
-    rollback_from: str | None
-    require_intent_ack: bool
-    intent_ack_timeout_s: float
-
-
-def default_attributes() -> dict[str, Any]:
-    """What the agent can tell about its host without being told."""
-    system = platform.system().lower()
-    family = {"darwin": "macos", "windows": "windows"}.get(system, system or "unknown")
-    return {"platform": family, "os_version": platform.release()[:64], "arch": platform.machine().lower()[:32],
-            "agent_version": __version__}
 
 
 class Agent:
@@ -440,7 +401,7 @@ class Agent:
         for content_type, raw in sorted((answer.get("desired") or {}).items()):
             if self.stopping.is_set():
                 return  # shutting down: start nothing new
-            desired = self._parse_desired(content_type, raw)
+            desired = parse_desired(content_type, raw)
             if desired is None:
                 continue
             c = self.state.of(content_type)
@@ -459,26 +420,7 @@ class Agent:
                 continue
             self._update(desired)
 
-    def _parse_desired(self, content_type: str, raw: Any) -> _Desired | None:
-        try:
-            check_content_type_name(content_type)
-            version = raw.get("version")
-            if version is not None:
-                check_version(str(version))
-                check_sha256(str(raw["sha256"]))
-            rollback_from = raw.get("rollback_from")
-            activation = raw.get("activation") or {}
-            return _Desired(
-                content_type=content_type, version=None if version is None else str(version),
-                sha256=str(raw.get("sha256") or ""), size=int(raw.get("size") or 0), url=str(raw.get("url") or ""),
-                release=raw.get("release"), rollback_from=None if rollback_from is None else str(rollback_from),
-                require_intent_ack=bool(activation.get("require_intent_ack", True)),
-                intent_ack_timeout_s=float(activation.get("intent_ack_timeout_s", 30.0)))
-        except (InvalidInput, AttributeError, KeyError, TypeError, ValueError) as exc:
-            log.error("ignoring the server's answer for %s: %s", content_type, exc)
-            return None
-
-    def _follow_rollback(self, c: ContentState, desired: _Desired) -> None:
+    def _follow_rollback(self, c: ContentState, desired: Desired) -> None:
         leaving = desired.rollback_from
         assert leaving is not None
         if c.update is not None and c.update.target.version == leaving and not c.update.switched:
@@ -489,7 +431,7 @@ class Agent:
         self._revert(desired.content_type, leaving, back, "the server rolled the release back", "rolled_back")
 
     # -- the update lifecycle --------------------------------------------------------------
-    def _update(self, desired: _Desired) -> None:
+    def _update(self, desired: Desired) -> None:
         content_type = desired.content_type
         assert desired.version is not None
         ref = VersionRef(desired.version, desired.sha256)
@@ -550,7 +492,7 @@ class Agent:
                             ref.version)
         self._activate(content_type, u)
 
-    def _download(self, desired: _Desired, u: Update) -> Path | None:
+    def _download(self, desired: Desired, u: Update) -> Path | None:
         content_type, ref = desired.content_type, u.target
         limit = self.config.max_download_bytes
         if desired.size > limit:
@@ -628,7 +570,7 @@ class Agent:
         c.update = None
         self._save()
 
-    def _await_ack(self, desired: _Desired, u: Update) -> bool:
+    def _await_ack(self, desired: Desired, u: Update) -> bool:
         """Send the intent (it rides on check-ins) until acknowledged or the plan's timeout."""
         deadline = time.monotonic() + desired.intent_ack_timeout_s
         pause = 0.25
@@ -825,18 +767,8 @@ class Agent:
         w.start()
 
     def _probe(self, content_type: str, spec: ContentTypeSpec) -> Probe | None:
-        if content_type in self._probes:
-            return self._probes[content_type]
-        kind = spec.probe.kind
-        if kind == "command":
-            env = {"RINGFENCE_CONTENT_TYPE": content_type,
-                   "RINGFENCE_CONTENT_DIR": str(self._applier(content_type).content_path)}
-            return CommandProbe(spec.probe.command, spec.probe.timeout_s, env)
-        if kind == "http":
-            return HttpProbe(spec.probe.url, spec.probe.timeout_s)
-        if kind == "workload" and self.workload is not None:
-            return WorkloadProbe(self.workload)
-        return None
+        return self._probes.get(content_type) or probe_for(
+            spec.probe, content_type, self._applier(content_type).content_path, self.workload)
 
     # -- reporting -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ Every problem is reported with its field path.
 from __future__ import annotations
 
 import math
+import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ringfence import __version__
 from ringfence.agent.appliers import Commands, Unpack
 from ringfence.agent.workload import WorkloadSpec
 from ringfence.core.errors import InvalidInput
@@ -100,6 +102,14 @@ def load_config(path: Path, **base: Any) -> AgentConfig:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise InvalidInput(f"agent config {path}{where} is not valid YAML", field="config", value=str(path)) from None
     return _Reader(path).config(raw or {}, base)
+
+
+def default_attributes() -> dict[str, Any]:
+    """What the agent can tell about its host without being told."""
+    system = platform.system().lower()
+    family = {"darwin": "macos", "windows": "windows"}.get(system, system or "unknown")
+    return {"platform": family, "os_version": platform.release()[:64], "arch": platform.machine().lower()[:32],
+            "agent_version": __version__}
 
 
 def load_attributes(path: Path) -> dict[str, Any]:

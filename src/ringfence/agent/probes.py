@@ -14,11 +14,13 @@ import concurrent.futures
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import httpx
 
 from ringfence.agent import commands
+from ringfence.agent.config import ProbeSpec
 from ringfence.agent.workload import Workload
 
 
@@ -104,6 +106,19 @@ class WorkloadProbe:
         if not self.workload.ready():
             return ProbeResult(False, f"{self.workload.name} has not reported ready")
         return ProbeResult(True, f"{self.workload.name} is running and ready")
+
+
+def probe_for(spec: ProbeSpec, content_type: str, content_dir: Path, workload: Workload | None) -> Probe | None:
+    """The probe a content type's config asks for (None: the trial needs only the workload to
+    keep running, or nothing at all)."""
+    if spec.kind == "command":
+        env = {"RINGFENCE_CONTENT_TYPE": content_type, "RINGFENCE_CONTENT_DIR": str(content_dir)}
+        return CommandProbe(spec.command, spec.timeout_s, env)
+    if spec.kind == "http":
+        return HttpProbe(spec.url, spec.timeout_s)
+    if spec.kind == "workload" and workload is not None:
+        return WorkloadProbe(workload)
+    return None
 
 
 def describe_exit(code: int) -> str:
