@@ -211,14 +211,21 @@ def test_machines_that_die_silently_halt_the_rollout(server: ServerProcess, tmp_
 
     for agent in agents:
         assert agent.wait_exit() == 70, agent.log()  # the machine went down with its sensor
-    for device in control:
-        device.checkin()
-    status = publisher.wait_status(release, lambda s: s["phase"] == "halted", what="halted on silence")
+
+    def control_checks_in(status: dict[str, Any]) -> bool:
+        for device in control:  # the rest of the fleet keeps checking in
+            device.checkin()
+        return bool(status["phase"] == "halted")
+
+    status = publisher.wait_status(release, control_checks_in, what="halted on silence")
     assert status["totals"]["exposed"] == 3
     assert status["totals"]["failed"] == 0  # no device ever reported a failure: this is silence
     last = status["history"][-1]
     assert last["actor"] == "reconciler"
-    assert last["reason"].startswith("hazard-ratio verdict in wave 'canary': windows/eu-west: 3 of 3 exposed failed")
+    assert last["reason"] == ("silence verdict in wave 'canary': windows/eu-west: no health confirmation or "
+                              "heartbeat from any of the 3 exposed devices while 25 of 25 control devices were "
+                              "heard from")
     verdicts = {v["judge"]: v for v in last["details"]["verdicts"]}
-    assert verdicts["hazard-ratio"]["numbers"]["exposed"]["silent"] == 3
-    assert verdicts["silence"]["phase"] == "failed"
+    assert verdicts["silence"]["numbers"]["unconfirmed"] == 3
+    # Three control devices were asked back as placebos, and came back: three discordant pairs.
+    assert verdicts["silence"]["numbers"]["placebo"]["exposed_only_silent"] == 3

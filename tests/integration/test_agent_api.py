@@ -114,3 +114,29 @@ def test_revocation_check_refuses_strangers_and_bad_bodies(setup: tuple[Api, str
     assert error_of(r)["details"]["problems"][0]["field"] == "versions"
     r = api.http.post("/v1/agent/revocations", json={"versions": {}})  # an admin token is not a device
     assert r.status_code == 401
+
+
+def test_once_a_halt_is_committed_no_device_is_admitted_even_by_a_node_that_has_not_heard(
+        setup: tuple[Api, str]) -> None:
+    from sqlalchemy import select
+
+    from ringfence.core.rollout import Intent
+    from ringfence.store.releases import apply_intent
+    from ringfence.store.schema import AdmissionRow
+
+    api, enroll = setup
+    first, second = api.device(enroll), api.device(enroll)
+    wait_for(lambda: api.http.get("/v1/server").json()["devices"] == 2)
+    rid = release(api, "2.0", ONE_WAVE)
+    api.http.post(f"/v1/rollouts/{rid}/start")
+    assert checkin(first)["desired"][CT]["version"] == "2.0"
+    # Another node halts the rollout: committed in the database, while this node's memory still
+    # says "rolling" (nothing reloads it here on SQLite, and not yet on PostgreSQL).
+    with api.db.session() as s:
+        apply_intent(s, rid, Intent.HALT, actor="node-2", reason="judged elsewhere", now=api.clock.now())
+    answer = checkin(second)
+    assert CT not in answer["desired"], answer  # no baseline to fall back to: told nothing
+    with api.db.session() as s:
+        admitted = set(s.scalars(select(AdmissionRow.device_id).where(AdmissionRow.release_id == rid)))
+    assert first.token is not None
+    assert admitted == {first.token.partition(".")[0]}

@@ -112,7 +112,10 @@ def test_observe_counts_exposure_failures_and_the_current_wave(db: Database) -> 
     drive(db, release_id, Intent.ADVANCE, now=at(100))
     admit(db, release_id, 1, WIN, "d4", "d5", "d6")
     report(db, event("d4", EventKind.INTENT, release_id), event("d5", EventKind.INTENT, release_id),
-           event("d5", EventKind.CRASH, release_id), event("d6", EventKind.HEALTHY, release_id))
+           event("d5", EventKind.CRASH, release_id), event("d6", EventKind.HEALTHY, release_id),
+           # d7 was admitted but its disk filled up during the download: it failed, yet the
+           # version never ran there, so it is no failed device of the rollout.
+           event("d7", EventKind.FAILED, release_id))
     assert observed(db, release_id) == {
         "exposed": 5, "failed": 3, "by_stratum": {WIN: 2, LINUX: 1}, "wave_exposed": 2, "still": 0}
 

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringfence.core.errors import InvalidInput, PlanError
-from ringfence.core.models import DEFAULT_STRATA, DeviceAttributes
+from ringfence.core.models import DEFAULT_STRATA, Category, DeviceAttributes
 from ringfence.core.plan import (
+    HEALTH_DEFAULTS,
     MAX_WAVES,
     Selector,
     format_duration,
@@ -563,7 +564,7 @@ def test_health_settings_and_a_per_stratum_failure_budget() -> None:
             gates: {failure_budget: {total: 10, per_stratum: 2}}
         """))
     assert plan.health.as_dict() == {"alpha": 0.05, "hazard_ratio_limit": 1.5, "trial_timeout_s": 900.0,
-                                     "silence_after_s": 7200.0, "baseline_rate": 0.002}
+                                     "placebo_after_s": 450.0, "silence_after_s": 7200.0, "baseline_rate": 0.002}
     assert (plan.waves[0].gates.failure_budget, plan.waves[0].gates.failure_budget_per_stratum) == (10, 2)
     default = parse_plan(plan_text("""
         name: plain
@@ -573,6 +574,40 @@ def test_health_settings_and_a_per_stratum_failure_budget() -> None:
             soak: 1h
         """)).health
     assert (default.alpha, default.hazard_ratio_limit, default.baseline_rate) == (0.01, None, None)
+
+
+PLAIN = """
+    name: plain
+    health: {alpha: 0.05}
+    waves:
+      - name: all
+        share: 1.0
+        soak: 1h
+    """
+
+
+def test_health_defaults_follow_the_content_category() -> None:
+    rapid = parse_plan(plan_text(PLAIN), category=Category.RAPID_RESPONSE).health
+    assert (rapid.alpha, rapid.trial_timeout, rapid.silence_after, rapid.hazard_ratio_limit) == (
+        0.05, timedelta(minutes=10), timedelta(hours=2), None)  # the plan's alpha, the category's rest
+    software = parse_plan(plan_text(PLAIN), category=Category.SOFTWARE).health
+    assert (software.trial_timeout, software.silence_after, software.hazard_ratio_limit) == (
+        timedelta(hours=1), timedelta(hours=24), 2.0)
+    assert software.placebo_wait == timedelta(minutes=30)
+    no_section = parse_plan(plan_text(PLAIN.replace("    health: {alpha: 0.05}\n", "")),
+                            category=Category.SOFTWARE).health
+    assert no_section == HEALTH_DEFAULTS[Category.SOFTWARE]
+    explicit = parse_plan(plan_text(PLAIN.replace("{alpha: 0.05}", "{trial_timeout: 20m, placebo_after: 12m}")),
+                          category=Category.SOFTWARE).health
+    assert (explicit.trial_timeout, explicit.placebo_wait) == (timedelta(minutes=20), timedelta(minutes=12))
+
+
+def test_a_placebo_wait_too_close_to_the_trial_timeout_is_refused() -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_plan(plan_text(PLAIN.replace("{alpha: 0.05}", "{trial_timeout: 20m, placebo_after: 16m}")))
+    [problem] = caught.value.problems
+    assert (problem.field, problem.line) == ("health.placebo_after", 2)
+    assert "at most 3/4 of trial_timeout (15m)" in problem.message
 
 
 def test_bad_health_settings_name_field_and_line() -> None:

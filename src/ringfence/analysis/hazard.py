@@ -21,6 +21,22 @@ ratios (the same constructions, with the roles turned round) gives e-values ``E_
 the upper bound is the smallest theta0 on a grid whose ``E_down`` reaches ``1/alpha``. A wave
 may be promoted when this bound is below the plan's limit.
 
+**Several strata, one rollout.** Each stratum's e-process is valid on its own, but a rollout
+halted whenever any of K strata crosses ``1/alpha`` would stop up to K times too often. Two
+combinations keep the whole rollout at ``alpha``: the **pooled** e-process (one common hazard
+ratio; the strata's partial likelihoods multiplied, then mixed over theta), strongest when a
+fault hits everywhere, and the **mean** of the per-stratum e-processes (strata without exposure
+count as 1), which still finds a fault confined to one stratum. A weighted average of e-processes
+is one (see :func:`log_average`).
+
+**Silence against placebo (the sign test).** An exposed device that never confirms health within
+the trial timeout is compared with a *placebo* device of the same stratum: a control device
+asked, at the same point of the wave, to come back within the same timeout. Pairs in which
+exactly one of the two stayed silent are, when the version is harmless, equally likely either
+way round, so each such pair is a fair coin under the null; the likelihood ratio for odds theta,
+``(2 theta / (1 + theta))^a (2 / (1 + theta))^b`` (a: only the exposed one silent, b: only the
+placebo), mixed over theta, is an e-process (:func:`sign_log_e`).
+
 Everything works in logarithms, so thousands of failures neither overflow nor underflow.
 """
 
@@ -89,6 +105,33 @@ def _log_lr(steps: Sequence[RiskStep], theta: float, null: float = 1.0) -> float
 def _log_mix(log_terms: Sequence[float], log_weights: Sequence[float]) -> float:
     top = max(t + w for t, w in zip(log_terms, log_weights, strict=True))
     return top + math.log(sum(math.exp(t + w - top) for t, w in zip(log_terms, log_weights, strict=True)))
+
+
+def log_lrs(steps: Sequence[RiskStep], mixture: Mixture = DEFAULT_MIXTURE) -> list[float]:
+    """log partial-likelihood ratio for each theta of the mixture (the pooled test adds these
+    over strata)."""
+    return [_log_lr(steps, theta) for theta in mixture.thetas]
+
+
+def mix(log_lrs_by_theta: Sequence[float], mixture: Mixture = DEFAULT_MIXTURE) -> float:
+    """log E of a mixture, given each alternative's log likelihood ratio."""
+    return _log_mix(log_lrs_by_theta, mixture.log_weights)
+
+
+def sign_log_e(exposed_only: int, placebo_only: int, mixture: Mixture = DEFAULT_MIXTURE) -> float:
+    """log E of the placebo sign test: ``exposed_only`` discordant pairs in which only the exposed
+    device stayed silent, ``placebo_only`` in which only the placebo did."""
+    return _log_mix([exposed_only * math.log(2 * t / (1 + t)) + placebo_only * math.log(2 / (1 + t))
+                     for t in mixture.thetas], mixture.log_weights)
+
+
+def log_average(parts: Sequence[tuple[float, float]]) -> float:
+    """log of ``sum(weight * exp(log_e))`` over ``(weight, log_e)`` parts whose weights sum to at
+    most 1: an average of e-processes is an e-process."""
+    live = [(w, e) for w, e in parts if w > 0]
+    if not live:
+        return 0.0
+    return _log_mix([e for _, e in live], [math.log(w) for w, _ in live])
 
 
 def logrank_log_e(steps: Sequence[RiskStep], mixture: Mixture = DEFAULT_MIXTURE) -> float:

@@ -10,10 +10,12 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
     name: rapid-content          # required
     description: text            # optional
     strata: [platform, region]   # optional; dimensions judged separately (default platform, region)
-    health:                      # optional; how the judges decide (defaults below)
-      alpha: 0.01                # halt when the e-value of harm reaches 1/alpha (any stratum, any look)
+    health:                      # optional; how the judges decide (defaults by category, see HEALTH_DEFAULTS)
+      alpha: 0.01                # halt when the rollout's e-value of harm reaches 1/alpha (any look)
       hazard_ratio_limit: 2.0    # promotion also needs the hazard ratio's upper bound below this
-      trial_timeout: 30m         # an exposed device that has not confirmed health by then has failed
+      trial_timeout: 30m         # an exposed device that has not confirmed health by then is silent
+      placebo_after: 15m         # placebo devices are asked back after this (default trial_timeout / 2;
+                                 # at least the agent's trial, at most 3/4 of trial_timeout)
       silence_after: 6h          # a device not heard from for this long has failed (both arms)
       baseline_rate: 0.001       # failures per device-hour, for strata with too small a control group
     activation:                  # optional; what agents do before switching to this release
@@ -47,7 +49,7 @@ from typing import Any
 import yaml
 
 from ringfence.core.errors import PlanError, PlanProblem
-from ringfence.core.models import DEFAULT_STRATA, STRATUM_DIMENSIONS, DeviceAttributes
+from ringfence.core.models import DEFAULT_STRATA, STRATUM_DIMENSIONS, Category, DeviceAttributes
 
 # Selector keys as written in plans, mapped to device attributes.
 SELECTOR_KEYS: Mapping[str, str] = {
@@ -154,11 +156,33 @@ class Health:
     trial_timeout: timedelta = timedelta(minutes=30)
     silence_after: timedelta = timedelta(hours=6)
     baseline_rate: float | None = None
+    placebo_after: timedelta | None = None  # None: half the trial timeout
+
+    @property
+    def placebo_wait(self) -> timedelta:
+        """How long a placebo device is asked to stay away before it comes back."""
+        return self.placebo_after if self.placebo_after is not None else self.trial_timeout / 2
 
     def as_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "hazard_ratio_limit": self.hazard_ratio_limit,
                 "trial_timeout_s": self.trial_timeout.total_seconds(),
+                "placebo_after_s": self.placebo_wait.total_seconds(),
                 "silence_after_s": self.silence_after.total_seconds(), "baseline_rate": self.baseline_rate}
+
+
+# What a plan without (part of) a ``health:`` section gets, by the content type's category.
+# Rapid content loads in seconds and its harm comes fast: short trials and silence windows, and
+# promotion on soak and min_devices alone (speed matters; the judges still halt at any look).
+# Software installs, may reboot, and runs for weeks: longer trials, and promotion waits until
+# the hazard ratio is bounded below 2.
+HEALTH_DEFAULTS: dict[Category | None, Health] = {
+    None: Health(),
+    Category.RAPID_RESPONSE: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=2)),
+    Category.SYSTEM_CRITICAL: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=2)),
+    Category.CONFIGURATION: Health(trial_timeout=timedelta(minutes=15), silence_after=timedelta(hours=6)),
+    Category.SOFTWARE: Health(hazard_ratio_limit=2.0, trial_timeout=timedelta(hours=1),
+                              silence_after=timedelta(hours=24)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +246,10 @@ def format_duration(delta: timedelta) -> str:
     return "".join(parts)
 
 
-def parse_plan(text: str, source: str = "<plan>") -> Plan:
-    """Validate and parse a plan. Raises :class:`PlanError` naming every bad field and line."""
-    checker = _Checker()
+def parse_plan(text: str, source: str = "<plan>", category: Category | None = None) -> Plan:
+    """Validate and parse a plan. Raises :class:`PlanError` naming every bad field and line.
+    ``category``: the content type's, whose health defaults fill what the plan leaves out."""
+    checker = _Checker(HEALTH_DEFAULTS[category])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -258,8 +283,9 @@ _INT_TAG, _FLOAT_TAG, _STR_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:flo
 class _Checker:
     """Walks the YAML node tree, collecting problems instead of stopping at the first."""
 
-    def __init__(self) -> None:
+    def __init__(self, health_defaults: Health) -> None:
         self.problems: list[PlanProblem] = []
+        self.health_defaults = health_defaults
 
     def fail(self, path: str, node: yaml.Node | None, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
@@ -347,7 +373,7 @@ class _Checker:
         if "strata" in fields:
             strata = self.strata(fields["strata"][1])
         activation = self.activation(fields["activation"][1]) if "activation" in fields else Activation()
-        health = self.health(fields["health"][1]) if "health" in fields else Health()
+        health = self.health(fields["health"][1]) if "health" in fields else self.health_defaults
         waves: list[Wave] = []
         if "waves" in fields:
             node = fields["waves"][1]
@@ -380,24 +406,32 @@ class _Checker:
 
     def health(self, node: yaml.Node) -> Health:
         fields = self.mapping(node, "health", {"alpha", "hazard_ratio_limit", "trial_timeout", "silence_after",
-                                               "baseline_rate"})
-        default = Health()
+                                               "baseline_rate", "placebo_after"})
+        default = self.health_defaults
         if fields is None:
             return default
         alpha = self.number(fields, "alpha", lambda v: 0 < v < 1, "a probability with 0 < alpha < 1")
         limit = self.number(fields, "hazard_ratio_limit", lambda v: v > 1, "a ratio greater than 1")
         rate = self.number(fields, "baseline_rate", lambda v: v > 0, "a positive rate (failures per device-hour)")
         durations = {}
-        for key in ("trial_timeout", "silence_after"):
+        for key in ("trial_timeout", "silence_after", "placebo_after"):
             if key in fields:
                 value = self.duration(fields[key][1], f"health.{key}")
                 if value is not None and value <= timedelta(0):
                     self.fail(f"health.{key}", fields[key][1], "must be longer than 0s")
                 elif value is not None:
                     durations[key] = value
-        return Health(alpha=default.alpha if alpha is None else alpha, hazard_ratio_limit=limit,
-                      trial_timeout=durations.get("trial_timeout", default.trial_timeout),
-                      silence_after=durations.get("silence_after", default.silence_after), baseline_rate=rate)
+        trial = durations.get("trial_timeout", default.trial_timeout)
+        placebo = durations.get("placebo_after")
+        if placebo is not None and placebo > trial * 3 / 4:
+            self.fail("health.placebo_after", fields["placebo_after"][1],
+                      f"must be at most 3/4 of trial_timeout ({format_duration(trial * 3 / 4)}), so a placebo "
+                      "device can come back before the timeout")
+        return Health(alpha=default.alpha if alpha is None else alpha,
+                      hazard_ratio_limit=default.hazard_ratio_limit if "hazard_ratio_limit" not in fields else limit,
+                      trial_timeout=trial,
+                      silence_after=durations.get("silence_after", default.silence_after),
+                      baseline_rate=default.baseline_rate if rate is None else rate, placebo_after=placebo)
 
     def number(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, ok: Any, expected: str
                ) -> float | None:

@@ -14,6 +14,7 @@ from ringfence.analysis.judges import (
     FailureBudgetJudge,
     HazardRatioJudge,
     Judge,
+    RolloutJudge,
     SilenceJudge,
     judge_all,
 )
@@ -22,21 +23,27 @@ from ringfence.analysis.verdicts import Verdict
 from ringfence.core.plan import Plan
 
 
-def judges_for(plan: Plan, wave: int = 0) -> tuple[list[Judge], BaselineJudge | None]:
+def judges_for(plan: Plan, wave: int = 0, strata: int = 1) -> tuple[list[Judge], BaselineJudge | None, RolloutJudge]:
+    """The plan's gates as judges. ``strata``: how many strata the rollout can reach (the
+    rollout judge's mean counts every one of them, exposed or not)."""
     health = plan.health
-    judges: list[Judge] = [HazardRatioJudge(alpha=health.alpha, limit=health.hazard_ratio_limit), SilenceJudge()]
+    rollout = RolloutJudge(alpha=health.alpha, strata=strata, baseline_rate=health.baseline_rate)
+    alpha = rollout.stratum_alpha()
+    judges: list[Judge] = [HazardRatioJudge(alpha=alpha, limit=health.hazard_ratio_limit), SilenceJudge()]
     per_stratum = plan.waves[wave].gates.failure_budget_per_stratum if wave < len(plan.waves) else None
     if per_stratum is not None:
         judges.append(FailureBudgetJudge(budget=per_stratum))
     baseline = None
     if health.baseline_rate is not None:
-        baseline = BaselineJudge(baseline_rate=health.baseline_rate, alpha=health.alpha,
-                                 limit=health.hazard_ratio_limit)
-    return judges, baseline
+        baseline = BaselineJudge(baseline_rate=health.baseline_rate, alpha=alpha, limit=health.hazard_ratio_limit)
+    return judges, baseline, rollout
 
 
-def judge_rollout(tracks: Iterable[Track], plan: Plan, now: datetime, wave: int = 0) -> list[Verdict]:
-    """Every judge on every stratum that has exposed devices, with the current wave's gates."""
+def judge_rollout(tracks: Iterable[Track], plan: Plan, now: datetime, wave: int = 0,
+                  strata: int | None = None) -> list[Verdict]:
+    """The rollout judge first, then every judge on every stratum that has exposed devices, with
+    the current wave's gates. ``strata`` defaults to the strata the tracks cover."""
     silence = Silence(trial_timeout=plan.health.trial_timeout, silence_after=plan.health.silence_after)
-    judges, baseline = judges_for(plan, wave)
-    return judge_all(tally(tracks, now, silence).values(), judges, baseline)
+    data = tally(tracks, now, silence)
+    judges, baseline, rollout = judges_for(plan, wave, max(strata or 0, len(data), 1))
+    return judge_all(data.values(), judges, baseline, rollout)

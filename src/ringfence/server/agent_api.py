@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -23,12 +24,13 @@ from ringfence.core.errors import InvalidInput, Unauthorized
 from ringfence.core.models import FAILURE_KINDS, DeviceAttributes
 from ringfence.core.plan import Activation
 from ringfence.server import auth
-from ringfence.server.ingest import WaveFull
+from ringfence.server.ingest import AdmissionRefused
 from ringfence.server.runtime import Runtime
 from ringfence.server.schemas import AttributesIn, CheckInIn, RevocationsIn
+from ringfence.server.snapshot import PlaceboStep
 from ringfence.store import access
 from ringfence.store.access import Sighting
-from ringfence.store.telemetry import Admission, Event
+from ringfence.store.telemetry import Admission, Event, PlaceboAsked, PlaceboSeen
 
 router = APIRouter(prefix="/v1/agent")
 
@@ -143,6 +145,48 @@ async def revocations(body: RevocationsIn, request: Request) -> dict[str, Any]:
     return {"revoked": _revoked_json(rt, body.versions)}
 
 
+def _placebo(rt: Runtime, device_id: str, step: PlaceboStep, now: datetime) -> None:
+    """Record a placebo being asked or coming back. Not awaited: a lost record loses one pair of
+    the silence comparison, never a device's answer."""
+    if step.wave is not None and step.stratum is not None:
+        rt.batcher.submit(PlaceboAsked(step.release_id, device_id, step.wave, step.stratum, now))
+    elif step.seen:
+        rt.batcher.submit(PlaceboSeen(step.release_id, device_id, now))
+
+
+# future, content type, release, stratum, baseline
+_Admitted = tuple[asyncio.Future[None], str, str, str, Target | None]
+
+
+def _decide_all(rt: Runtime, device_id: str, now: datetime) -> tuple[dict[str, Any], list[_Admitted], float]:
+    """The answer for every content type, the admissions to persist before it is given, and the
+    interval until the next check-in (shortened for a placebo device)."""
+    snap = rt.snapshot
+    desired: dict[str, Any] = {}
+    interval = rt.config.poll_interval_s
+    admitted: list[_Admitted] = []
+    for content_type in snap.content_types():
+        decision, stratum = snap.decide(device_id, content_type)
+        target = decision.target
+        view = snap.views.get(content_type)
+        if decision.admit_wave is not None and stratum is not None and target is not None and view is not None:
+            cohort = view.table[decision.admit_wave]
+            fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now,
+                                              cohort.cap(stratum), cohort.total_cap), durable=True)
+            assert fut is not None
+            admitted.append((fut, content_type, view.release_id, stratum, view.baseline))
+        elif decision.admit_wave is None:
+            step = snap.placebo(device_id, content_type, now, rt.config.poll_interval_s)
+            if step is not None:
+                _placebo(rt, device_id, step, now)
+                if step.return_in_s is not None:
+                    interval = min(interval, step.return_in_s)
+        answer = _desired_json(decision, view)
+        if answer is not None:
+            desired[content_type] = answer
+    return desired, admitted, interval
+
+
 async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
     snap = rt.snapshot
     now = rt.clock.now()
@@ -168,24 +212,9 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
         assert fut is not None
         waits.append(fut)
 
-    desired: dict[str, Any] = {}
-    # future, content type, release, stratum, baseline
-    admitted: list[tuple[asyncio.Future[None], str, str, str, Target | None]] = []
-    for content_type in snap.content_types():
-        decision, stratum = snap.decide(device_id, content_type)
-        target = decision.target
-        view = snap.views.get(content_type)
-        if decision.admit_wave is not None and stratum is not None and target is not None and view is not None:
-            cohort = view.table[decision.admit_wave]
-            fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now,
-                                              cohort.cap(stratum), cohort.total_cap), durable=True)
-            assert fut is not None
-            admitted.append((fut, content_type, view.release_id, stratum, view.baseline))
-        answer = _desired_json(decision, view)
-        if answer is not None:
-            desired[content_type] = answer
+    desired, admitted, interval = _decide_all(rt, device_id, now)
     results = await asyncio.gather(*waits, *(a[0] for a in admitted), return_exceptions=True)
-    failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, WaveFull)), None)
+    failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, AdmissionRefused)), None)
     for result, (_, content_type, release_id, stratum, baseline) in zip(results[len(waits):], admitted,
                                                                          strict=True):
         if result is None and failure is None:
@@ -204,7 +233,7 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
         "device_id": device_id,
         "desired": desired,
         "acked": [e.id for e in body.events],
-        "poll_interval_s": rt.config.poll_interval_s,
+        "poll_interval_s": interval,
     }
     if snap.revoked and body.versions:
         revoked = _revoked_json(rt, body.versions)

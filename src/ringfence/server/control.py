@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -38,7 +39,7 @@ from ringfence.store.releases import (
     rollout_state,
 )
 from ringfence.store.schema import HistoryRow, ReleaseRow
-from ringfence.store.telemetry import load_admissions, observe
+from ringfence.store.telemetry import load_admissions, load_placebos, observe
 
 log = logging.getLogger("ringfence.reconciler")
 
@@ -52,6 +53,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
     with db.session() as s:
         views: dict[str, RolloutView] = {}
         admissions: dict[str, dict[str, tuple[int, str]]] = {}
+        placebos: dict[str, dict[str, tuple[int, str, datetime, bool]]] = {}
         live = [p.value for p in ACTIVE_PHASES]
         for row in s.scalars(select(ReleaseRow).where(ReleaseRow.phase.in_(live))):
             views[row.content_type] = RolloutView(
@@ -61,6 +63,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
             )
             if row.id not in known_admissions:
                 admissions[row.id] = load_admissions(s, row.id)
+                placebos[row.id] = load_placebos(s, row.id)
         baselines = {ct: baseline_target(s, ct) for ct in content_type_names(s)}
         by_version: dict[tuple[str, str], str] = {}
         newest_phase: dict[tuple[str, str], str] = {}
@@ -75,7 +78,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
                 rid = by_version[(ct, version)]
                 revoked.setdefault(ct, {})[version] = Revoked(rid, phase, _rollback_reason(s, rid))
         marker = rollouts_marker(s)
-    return LoadedViews(views, baselines, admissions, by_version, marker, revoked)
+    return LoadedViews(views, baselines, admissions, by_version, marker, revoked, placebos)
 
 
 _REVOKED_PHASES = (Phase.ROLLING_BACK.value, Phase.ROLLED_BACK.value)
@@ -135,13 +138,16 @@ class Leadership:
 
 class Reconciler:
     def __init__(self, db: Database, clock: Clock, limits: EngineLimits, interval_s: float,
-                 on_change: Callable[[], Awaitable[None]], judge_interval_s: float = 2.0) -> None:
+                 on_change: Callable[[], Awaitable[None]], judge_interval_s: float = 2.0,
+                 on_phase: Callable[[str, Phase], None] | None = None) -> None:
         self._db = db
         self._clock = clock
         self._limits = limits
         self._interval = interval_s
         self._judge_interval = judge_interval_s
         self._on_change = on_change
+        self._on_phase = on_phase
+        self._moved: list[tuple[str, Phase]] = []  # transitions of the last tick, for on_phase
         self._wake = asyncio.Event()
         self._failures_arrived = False
         # release -> (judged at, how long judging took, the rollout's revision then, verdicts)
@@ -196,8 +202,9 @@ class Reconciler:
                     obs = replace(observe(s, row), verdicts=cached)
                 actions = step(state, release_plan(row), obs, now, self._limits)
                 for action in actions[:1]:  # one transition per tick; the next tick sees its effect
-                    apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
-                                 now=now, details=action.details, expected_revision=row.revision)
+                    moved = apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
+                                         now=now, details=action.details, expected_revision=row.revision)
+                    self._moved.append((release_id, moved.to_phase))
                     log.info("release %s: %s (%s)", release_id, action.intent.value, action.reason)
                     return 1
         except Conflict as exc:
@@ -212,6 +219,10 @@ class Reconciler:
             try:
                 leader = await asyncio.to_thread(self.leadership.acquire)
                 changed = await asyncio.to_thread(self.tick) if leader else 0
+                moved, self._moved = self._moved, []
+                if self._on_phase is not None:
+                    for release_id, phase in moved:  # check-ins see a halt now, before the reload
+                        self._on_phase(release_id, phase)
                 if changed:
                     await self._on_change()
             except asyncio.CancelledError:

@@ -1,4 +1,4 @@
-"""The write path: check-ins produce sightings, events and admissions; one background task
+"""The write path: check-ins produce sightings, events, admissions and placebo records; one background task
 writes them in batches (one transaction per batch), so thousands of check-ins a second cost a
 few commits.
 
@@ -6,8 +6,9 @@ An item submitted with ``durable=True`` returns a future that completes only aft
 committed: the agent API awaits it before acknowledging an intent or handing out a version to a
 newly admitted device. Sightings (last seen, reported versions) are fire-and-forget. When a
 batch fails, every waiting future fails with ``Unavailable`` and the caller answers 503; the
-agent retries. An admission the database refuses (other nodes filled a capped wave first) fails
-with :class:`WaveFull`, and the device is told the baseline instead.
+agent retries. An admission the database refuses (the rollout stopped meanwhile, or other nodes
+filled a capped wave first) fails with :class:`AdmissionRefused`, and the device is told the
+baseline instead.
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from dataclasses import dataclass
 from ringfence.core.errors import Unavailable
 from ringfence.store.access import Sighting, record_sightings
 from ringfence.store.db import Database
-from ringfence.store.telemetry import Admission, Event, record_admissions, record_events
+from ringfence.store.telemetry import (
+    Admission,
+    Event,
+    PlaceboAsked,
+    PlaceboSeen,
+    record_admissions,
+    record_events,
+    record_placebos,
+)
 
 log = logging.getLogger("ringfence.ingest")
 
-Item = Sighting | Event | Admission
+Item = Sighting | Event | Admission | PlaceboAsked | PlaceboSeen
 
 
 @dataclass(slots=True)
@@ -112,7 +121,7 @@ class WriteBatcher:
                 if p.done is None or p.done.done():
                     continue
                 if isinstance(p.item, Admission) and id(p.item) in full:
-                    p.done.set_exception(WaveFull(p.item))
+                    p.done.set_exception(AdmissionRefused(p.item))
                 else:
                     p.done.set_result(None)
 
@@ -136,9 +145,12 @@ class WriteBatcher:
         admissions = [i for i in items if isinstance(i, Admission)]
         events = [i for i in items if isinstance(i, Event)]
         sightings = [i for i in items if isinstance(i, Sighting)]
+        asked = [i for i in items if isinstance(i, PlaceboAsked)]
+        seen = [i for i in items if isinstance(i, PlaceboSeen)]
         with self._db.session() as s:
             refused = record_admissions(s, admissions, shared=not self._db.is_sqlite)
             record_events(s, events)
+            record_placebos(s, asked, seen)
             record_sightings(s, sightings)
         return refused
 
@@ -149,9 +161,11 @@ def _merge(older: Sighting, newer: Sighting) -> Sighting:
     return Sighting(newer.device_id, newer.at, newer.attributes or older.attributes, versions or None)
 
 
-class WaveFull(Exception):
-    """An admission the database refused: other nodes filled the wave first."""
+class AdmissionRefused(Exception):
+    """An admission the database refused: the rollout stopped (halted, paused, rolled back) since
+    the snapshot decided, or other nodes filled the wave first."""
 
     def __init__(self, admission: Admission) -> None:
-        super().__init__(f"wave {admission.wave} of {admission.release_id} is full in {admission.stratum}")
+        super().__init__(f"admission to wave {admission.wave} of {admission.release_id} in {admission.stratum} "
+                         "refused: the rollout is no longer rolling or the wave is full")
         self.admission = admission

@@ -50,7 +50,8 @@ class Runtime:
                                     max_batch=self.config.max_batch, max_pending=self.config.max_pending_writes,
                                     sighting_interval_s=self.config.sighting_interval_s)
         self.reconciler = Reconciler(self.db, self.clock, self.config.engine, self.config.reconcile_interval_s,
-                                     self.reload_views, judge_interval_s=self.config.judge_interval_s)
+                                     self.reload_views, judge_interval_s=self.config.judge_interval_s,
+                                     on_phase=self.snapshot.set_phase)
 
         def _devices() -> None:
             with self.db.session() as s:

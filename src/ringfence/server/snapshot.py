@@ -16,6 +16,7 @@ import hmac
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from ringfence.core.assignment import Decision, RolloutView, Target, decide
 from ringfence.core.cohorts import Admissions, cohort_table
@@ -56,6 +57,36 @@ class RolloutAdmissions:
         return Admissions(by_stratum=self.by_stratum, by_wave=self.by_wave)
 
 
+@dataclass(slots=True)
+class RolloutPlacebos:
+    """A rollout's placebo devices: control devices asked to come back within the trial timeout,
+    one per exposed device of the same wave and stratum (see :mod:`ringfence.analysis.tallies`)."""
+
+    asked: dict[str, datetime] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    by_stratum: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    def add(self, device_id: str, wave: int, stratum: str, at: datetime, seen: bool = False) -> None:
+        if device_id in self.asked:
+            return
+        self.asked[device_id] = at
+        self.by_stratum[(wave, stratum)] += 1
+        if seen:
+            self.seen.add(device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceboStep:
+    """What a check-in does about placebos: ask the device (``wave``/``stratum`` set), note that it
+    came back (``seen``), and how soon to come back (``return_in_s``: None leaves the interval)."""
+
+    release_id: str
+    wave: int | None = None
+    stratum: str | None = None
+    seen: bool = False
+    return_in_s: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Revoked:
     """A version devices must leave (and must not load at start-up): its release was rolled
@@ -76,6 +107,7 @@ class LoadedViews:
     releases_by_version: dict[tuple[str, str], str]  # (content type, version) -> newest release id
     marker: tuple[int, int] = (0, 0)  # see control.rollouts_marker
     revoked: dict[str, dict[str, Revoked]] = field(default_factory=dict)  # content type -> version -> why
+    placebos: dict[str, dict[str, tuple[int, str, datetime, bool]]] = field(default_factory=dict)  # release -> ...
 
 
 class FleetSnapshot:
@@ -85,6 +117,7 @@ class FleetSnapshot:
         self.views: dict[str, RolloutView] = {}
         self.baselines: dict[str, Target | None] = {}
         self.admissions: dict[str, RolloutAdmissions] = {}
+        self.placebos: dict[str, RolloutPlacebos] = {}
         self.releases_by_version: dict[tuple[str, str], str] = {}
         self.revoked: dict[str, dict[str, Revoked]] = {}
         self.population_changed = False
@@ -141,10 +174,15 @@ class FleetSnapshot:
                 for device_id, (wave, stratum) in admitted.items():
                     entry.add(device_id, wave, stratum)
                 self.admissions[release_id] = entry
+        for release_id, asked in loaded.placebos.items():
+            if release_id not in self.placebos:
+                placebos = self.placebos[release_id] = RolloutPlacebos()
+                for device_id, (wave, stratum, at, seen) in asked.items():
+                    placebos.add(device_id, wave, stratum, at, seen)
         live = {v.release_id for v in loaded.views.values()}
-        for release_id in list(self.admissions):
-            if release_id not in live:
-                del self.admissions[release_id]
+        for known in (self.admissions, self.placebos):
+            for release_id in [r for r in known if r not in live]:
+                del known[release_id]
         self.views = {ct: self._with_table(v) for ct, v in loaded.views.items()}
         self.baselines = loaded.baselines
         self.releases_by_version = loaded.releases_by_version
@@ -152,6 +190,10 @@ class FleetSnapshot:
         self.marker = loaded.marker
         self._content_types = None
         self.population_changed = False
+
+    def set_phase(self, release_id: str, phase: Phase) -> None:
+        """A transition just committed (the full reload follows): answer check-ins by it now."""
+        self.views = {ct: replace(v, phase=phase) if v.release_id == release_id else v for ct, v in self.views.items()}
 
     def refresh_tables(self) -> None:
         """Recompute cohort thresholds after the fleet changed (devices joined or moved)."""
@@ -180,6 +222,42 @@ class FleetSnapshot:
         admitted.add(device_id, decision.admit_wave, stratum)
         return decision, stratum
 
+    def placebo(self, device_id: str, content_type: str, now: datetime, poll_interval_s: float) -> PlaceboStep | None:
+        """Placebo bookkeeping for a device this check-in did not admit. A control device becomes a
+        placebo while its stratum has fewer placebos than exposed-to-be devices in the current
+        wave; it is asked to come back after the plan's ``placebo_after`` (the answer's interval
+        is shortened when the usual one is longer), and its first check-in after that is noted."""
+        view = self.views.get(content_type)
+        if view is None or view.phase is not Phase.ROLLING:
+            return None
+        placebos = self.placebos.get(view.release_id)
+        if placebos is None:
+            placebos = self.placebos[view.release_id] = RolloutPlacebos()
+        wait = view.plan.health.placebo_wait.total_seconds()
+        asked = placebos.asked.get(device_id)
+        if asked is not None:
+            if device_id in placebos.seen:
+                return None
+            left = wait - (now - asked).total_seconds()
+            if left <= 0:
+                placebos.seen.add(device_id)
+                return PlaceboStep(view.release_id, seen=True)
+            return PlaceboStep(view.release_id, return_in_s=_return_in(left, poll_interval_s))
+        admitted = self.admissions.get(view.release_id)
+        if admitted is None or device_id in admitted.waves:
+            return None
+        state = self.devices[device_id]
+        stratum = stratum_key(state.attributes, view.plan.strata)
+        key = (view.wave, stratum)
+        if admitted.by_stratum[key] <= placebos.by_stratum[key]:
+            return None
+        if state.versions.get(content_type) == view.target.version:
+            return None  # already runs the version (some other way): not a control device
+        if not any(w.selector.matches(state.attributes) for w in view.plan.waves):
+            return None  # no wave could select it: not a fair comparison
+        placebos.add(device_id, view.wave, stratum, now)
+        return PlaceboStep(view.release_id, view.wave, stratum, return_in_s=_return_in(wait, poll_interval_s))
+
     def forget_admission(self, release_id: str, device_id: str, stratum: str) -> None:
         """Undo an admission whose write failed: the device was not told, so it must not count."""
         entry = self.admissions.get(release_id)
@@ -204,3 +282,10 @@ class FleetSnapshot:
         strata = view.plan.strata if view is not None else DEFAULT_STRATA
         return stratum_key(self.devices[device_id].attributes, strata)
 
+
+
+def _return_in(left_s: float, poll_interval_s: float) -> float | None:
+    """The interval that brings a device back just after ``left_s``: agents jitter their interval
+    by up to 10 %, so ask for 15 % more (never more than the usual interval)."""
+    ask = left_s * 1.15 + 1.0
+    return ask if ask < poll_interval_s else None

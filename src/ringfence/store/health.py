@@ -3,8 +3,10 @@
 Exposed devices are those that sent the release's ``intent``; the control arm is every other
 device the plan's waves could select, in the strata that have exposure. A device's first failure
 of this content type since the rollout started (whatever version it ran) is its reported
-failure; its last check-in is when it was last heard from. Reads are a handful of grouped
-queries per look; the work is linear in the devices of the exposed strata.
+failure; its last check-in is when it was last heard from. Placebo devices (control devices asked
+to come back within the trial timeout) carry when they were asked and when they came back. Reads
+are a handful of grouped queries per look; the work is linear in the devices of the exposed
+strata.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ringfence.core.models import FAILURE_KINDS, DeviceAttributes, EventKind, st
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent
 from ringfence.engine.health import judge_rollout
-from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, ReleaseRow
+from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, PlaceboRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
@@ -29,15 +31,21 @@ _FAILURES = [k.value for k in FAILURE_KINDS]
 def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None = None) -> list[Track]:
     """``after``: when a person resumed the rollout from a halt. They answered for what happened
     before, so the judges start afresh from then (a new e-process, valid on its own): devices
-    that had already failed are left out, and time at risk counts from then."""
+    that had already failed are left out, time at risk counts from then, and placebo devices
+    asked before then are not paired."""
+    return _tracks(s, row, plan, after)[0]
+
+
+def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> tuple[list[Track], int]:
+    """The tracks, and how many strata the rollout's waves can reach."""
     started = s.scalar(select(func.min(HistoryRow.at)).where(HistoryRow.release_id == row.id,
                                                               HistoryRow.intent == Intent.START.value))
     if started is None:
-        return []
+        return [], 0
     started = utc(started) if after is None else max(utc(started), after)
     exposed = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
     if not exposed:
-        return []
+        return [], 0
     healthy = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.HEALTHY.value)
     failures: dict[str, tuple[datetime, str]] = {}
     for device_id, kind, at, received in s.execute(
@@ -55,14 +63,20 @@ def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | No
                                          channel=r[6], tags=frozenset(r[7] or ())) for r in rows}
     strata_of = {d: stratum_key(a, plan.strata) for d, a in attributes.items()}
     exposed_strata = {strata_of[d] for d in exposed if d in strata_of}
+    reachable: set[str] = set(exposed_strata)
+    placebos = {d: (utc(at), utc(seen) if seen is not None else None) for d, at, seen in s.execute(
+        select(PlaceboRow.device_id, PlaceboRow.asked_at, PlaceboRow.seen_at)
+        .where(PlaceboRow.release_id == row.id, PlaceboRow.asked_at >= started))}
     tracks: list[Track] = []
     for device_id, *_, enrolled_at, last_seen_at in rows:
         stratum = strata_of[device_id]
+        eligible = (device_id in exposed or everyone
+                    or any(w.selector.matches(attributes[device_id]) for w in plan.waves))
+        if not eligible:
+            continue  # no wave could ever select it: not a fair comparison
+        reachable.add(stratum)
         if stratum not in exposed_strata:
             continue
-        if (device_id not in exposed and not everyone
-                and not any(w.selector.matches(attributes[device_id]) for w in plan.waves)):
-            continue  # no wave could ever select it: not a fair comparison
         failed = failures.get(device_id)
         if after is not None and _answered_for(exposed.get(device_id), healthy.get(device_id), failed, after, plan):
             continue
@@ -70,8 +84,10 @@ def rollout_tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | No
             device_id=device_id, stratum=stratum, since=max(started, utc(enrolled_at)),
             exposed_at=exposed.get(device_id), healthy_at=healthy.get(device_id),
             last_heard=utc(last_seen_at) if last_seen_at is not None else None,
-            failed_at=failed[0] if failed else None, failure=failed[1] if failed else ""))
-    return tracks
+            failed_at=failed[0] if failed else None, failure=failed[1] if failed else "",
+            placebo_at=placebos[device_id][0] if device_id in placebos else None,
+            placebo_seen_at=placebos[device_id][1] if device_id in placebos else None))
+    return tracks, len(reachable)
 
 
 def _answered_for(exposed_at: datetime | None, healthy_at: datetime | None,
@@ -93,4 +109,5 @@ def _first(s: Session, *where: object) -> dict[str, datetime]:
 
 def rollout_verdicts(s: Session, row: ReleaseRow, plan: Plan, now: datetime,
                      after: datetime | None = None) -> list[Verdict]:
-    return judge_rollout(rollout_tracks(s, row, plan, after), plan, now, row.wave)
+    tracks, strata = _tracks(s, row, plan, after)
+    return judge_rollout(tracks, plan, now, row.wave, strata)

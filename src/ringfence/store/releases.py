@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from ringfence.core.assignment import Target
 from ringfence.core.clock import utc
@@ -111,7 +111,7 @@ def create_release(
 ) -> ReleaseRow:
     """Create a release in ``draft`` (its history starts with the creation). The caller then
     runs the engine, which prepares it once nothing is pending."""
-    plan = parse_plan(plan_source, plan_origin)
+    plan = parse_plan(plan_source, plan_origin, _category(s, content_type))
     artifact = find_artifact(s, content_type, version)
     if artifact is None:
         get_content_type(s, content_type)
@@ -155,7 +155,15 @@ def active_releases(s: Session) -> list[ReleaseRow]:
 
 
 def release_plan(row: ReleaseRow) -> Plan:
-    return parse_plan(row.plan_source, f"release {row.id} plan")
+    """The release's plan, its health defaults those of its content type's category."""
+    s = object_session(row)
+    category = _category(s, row.content_type) if s is not None else None
+    return parse_plan(row.plan_source, f"release {row.id} plan", category)
+
+
+def _category(s: Session, content_type: str) -> Category | None:
+    row = s.get(ContentTypeRow, content_type)  # the identity map answers repeats without a query
+    return Category(row.category) if row is not None else None
 
 
 def rollout_state(row: ReleaseRow) -> RolloutState:

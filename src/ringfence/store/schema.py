@@ -160,6 +160,19 @@ class AdmissionRow(Base):
     __table_args__ = (Index("ix_admissions_release_wave_stratum", "release_id", "wave", "stratum"),)
 
 
+class PlaceboRow(Base):
+    """A control device asked to come back within the trial timeout, at the same point of the
+    wave as an exposed device of its stratum: the comparison for silence after activation."""
+
+    __tablename__ = "placebos"
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    stratum: Mapped[str] = mapped_column(String(200))
+    asked_at: Mapped[datetime] = mapped_column(Stamp)
+    seen_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+
+
 class EventRow(Base):
     """An event a device reported. ``(device_id, event_id)`` is unique, so a retried report is
     stored once."""

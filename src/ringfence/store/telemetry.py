@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
 
 from ringfence.analysis.judges import overall
 from ringfence.analysis.verdicts import Verdict
@@ -23,7 +23,15 @@ from ringfence.engine.reconciler import Observations
 from ringfence.store.access import upsert
 from ringfence.store.health import rollout_verdicts
 from ringfence.store.releases import get_release, history, release_plan
-from ringfence.store.schema import AdmissionRow, DeviceRow, DeviceVersion, EventRow, HistoryRow, ReleaseRow
+from ringfence.store.schema import (
+    AdmissionRow,
+    DeviceRow,
+    DeviceVersion,
+    EventRow,
+    HistoryRow,
+    PlaceboRow,
+    ReleaseRow,
+)
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 _REVERTS = [k.value for k in REVERT_KINDS]
@@ -44,19 +52,28 @@ class Admission:
 
 
 def record_admissions(s: Session, admissions: Sequence[Admission], *, shared: bool = False) -> list[Admission]:
-    """Store admissions; returns those refused because their wave is full.
+    """Store admissions; returns those refused because their rollout is no longer rolling or
+    their wave is full.
 
-    One process (SQLite) keeps the authoritative counters in memory and refuses nothing here.
+    The rollout's phase is read in the same transaction (on PostgreSQL with a share lock on its
+    row, so a halt waits for the admissions already being written): once a halt is committed, no
+    device is admitted, even by a node whose memory has not caught up yet.
+    One process (SQLite) keeps the authoritative counters in memory and checks no caps here.
     With ``shared`` (several nodes on PostgreSQL) each node knows only its own admissions, so
     capped ones are checked against the database under a per-rollout transaction lock: however
     many nodes admit at once, a wave never exceeds its cap.
     """
-    refused: list[Admission] = []
-    accepted = list(admissions)
-    capped = [a for a in admissions if a.stratum_cap is not None or a.total_cap is not None]
+    if not admissions:
+        return []
+    ids = sorted({a.release_id for a in admissions})
+    rolling = set(s.scalars(select(ReleaseRow.id).where(ReleaseRow.id.in_(ids), ReleaseRow.phase == Phase.ROLLING.value)
+                            .with_for_update(read=True)))
+    refused = [a for a in admissions if a.release_id not in rolling]
+    capped = [a for a in admissions if a.release_id in rolling and (a.stratum_cap is not None or
+                                                                   a.total_cap is not None)]
     if shared and capped:
-        refused = _over_cap(s, capped)
-        accepted = [a for a in admissions if a not in refused]
+        refused += _over_cap(s, capped)
+    accepted = [a for a in admissions if a not in refused]
     upsert(s, AdmissionRow, [
         {"release_id": a.release_id, "device_id": a.device_id, "wave": a.wave, "stratum": a.stratum, "at": a.at}
         for a in accepted
@@ -107,6 +124,41 @@ def load_admissions(s: Session, release_id: str) -> dict[str, tuple[int, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaceboAsked:
+    """A control device asked to come back within the trial timeout (see :class:`PlaceboRow`)."""
+
+    release_id: str
+    device_id: str
+    wave: int
+    stratum: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceboSeen:
+    """A placebo device came back (its first check-in after the placebo's wait)."""
+
+    release_id: str
+    device_id: str
+    at: datetime
+
+
+def record_placebos(s: Session, asked: Sequence[PlaceboAsked], seen: Sequence[PlaceboSeen]) -> None:
+    upsert(s, PlaceboRow, [{"release_id": p.release_id, "device_id": p.device_id, "wave": p.wave,
+                            "stratum": p.stratum, "asked_at": p.at} for p in asked], keys=("release_id", "device_id"))
+    for p in seen:
+        s.execute(update(PlaceboRow).where(PlaceboRow.release_id == p.release_id, PlaceboRow.device_id == p.device_id,
+                                           PlaceboRow.seen_at.is_(None)).values(seen_at=p.at))
+
+
+def load_placebos(s: Session, release_id: str) -> dict[str, tuple[int, str, datetime, bool]]:
+    """device id -> (wave, stratum, asked at, seen yet) for the rollout's placebo devices."""
+    rows = s.execute(select(PlaceboRow.device_id, PlaceboRow.wave, PlaceboRow.stratum, PlaceboRow.asked_at,
+                            PlaceboRow.seen_at).where(PlaceboRow.release_id == release_id))
+    return {d: (w, st, utc(at), seen is not None) for d, w, st, at, seen in rows}
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     device_id: str
     event_id: str
@@ -138,7 +190,12 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
     # A person who resumed a halted rollout has answered for the failures before that moment;
     # the budget counts the ones after it.
     since = _resumed_from_halt_at(s, row.id)
-    failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES)]
+    # Only exposed devices (those that announced intent) count against the budget: a device whose
+    # disk filled up during the download failed, but the version never ran there.
+    intent = aliased(EventRow)
+    exposed_device = (select(intent.id).where(intent.release_id == row.id, intent.device_id == EventRow.device_id,
+                                              intent.kind == EventKind.INTENT.value).exists())
+    failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES), exposed_device]
     if since is not None:
         failures.append(EventRow.received_at > since)
     by_stratum: dict[str, int] = dict(s.execute(
@@ -194,7 +251,12 @@ def _verdicts_json(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> di
         return {}
     since = _resumed_from_halt_at(s, row.id)
     verdicts = rollout_verdicts(s, row, plan, now, utc(since) if since is not None else None)
-    return {str(row.wave): {"overall": overall(verdicts).value, "strata": [v.as_dict() for v in verdicts]}}
+    wave: dict[str, Any] = {"overall": overall(verdicts).value,
+                            "strata": [v.as_dict() for v in verdicts if v.stratum != "*"]}
+    rollout = next((v for v in verdicts if v.stratum == "*"), None)
+    if rollout is not None:
+        wave["rollout"] = rollout.as_dict()
+    return {str(row.wave): wave}
 
 
 def _per_wave(s: Session, release_id: str, kinds: list[str]) -> dict[int, int]:
@@ -247,6 +309,7 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
         "totals": {k: sum(w[k] for w in waves)
                    for k in ("admitted", "exposed", "activated", "healthy", "failed", "reverted")},
         "waves": waves,
+        "health": plan.health.as_dict(),  # the judges' settings (the category's defaults where the plan is silent)
         "verdicts": _verdicts_json(s, row, plan, now) if now is not None else {},
         "history": [{
             "at": utc(h.at).isoformat(), "intent": h.intent, "from": h.from_phase, "to": h.to_phase,
