@@ -2,12 +2,52 @@
 
 Seeded simulations of a 100,000-device fleet (12 strata: 3 platforms x 4 regions, one stratum
 holding 5 %) taking one release in two waves, with faults F1-F6 from the issue. Every detector
-sees the same simulated rollouts (same seeds): Ringfence's judges (the mixture logrank e-process
-per stratum from ``ringfence.analysis.hazard`` with the silence rules of
-``ringfence.analysis.tallies``, plus the silence judge), an Argo-Rollouts-style count threshold, a
-Flagger-style success rate, a replica of Kayenta's NetflixACAJudge, and the oracle SPRT that knows
-the true rates (the lower bound). See the "detection.py" section of benchmarks/README.md for the
-model, the detectors' assumptions and what each number means.
+sees the same simulated rollouts (same seeds): Ringfence's judges as ``engine/health.py`` builds
+them for a plan without failure budgets, an Argo-Rollouts-style count threshold, a Flagger-style
+success rate, a replica of Kayenta's NetflixACAJudge, and the oracle SPRT that knows the true
+rates (the lower bound). See the "detection.py" section of benchmarks/README.md for the model,
+the peers' assumptions and what each number means.
+
+Ringfence (row ``ringfence``) halts at the first FAILED verdict of either judge, looked at after
+every change (every report, silence deadline, decided placebo pair, silence cleared):
+
+* the **rollout judge** (``judges.RolloutJudge``, ``strata`` = the 12 strata the rollout can
+  reach): one e-process for the whole rollout, ``E = w.pooled E_pooled + w.strata mean_s E_s +
+  w.silence E_sign`` (``judges.DEFAULT_WEIGHTS``), FAILED at ``E >= 1/alpha``. ``E_pooled`` is the
+  pooled stratified logrank (the strata's partial likelihood ratios multiplied, then mixed over
+  ``DEFAULT_MIXTURE``; every stratum here has far more than ``min_control`` = 20 control
+  devices), ``E_s`` each stratum's own mixture logrank (strata without exposure count as 1), and
+  ``E_sign`` the placebo sign test (``hazard.sign_log_e``) over all strata's discordant pairs.
+  The hazard test's failures are loud failures and the symmetric ``silence_after`` rule (any
+  device not heard from for ``silence_after`` fails at ``last_heard + silence_after``; one silent
+  since its activation was last heard at its intent); a trial-timeout silence is not one of them.
+  The per-stratum ``HazardRatioJudge`` runs at ``alpha * w.strata / 12``, so it can only fail
+  when the rollout judge does, and is not replicated separately.
+* **placebo devices**: for every exposed device a control device of the same stratum (the Kayenta
+  baseline sample, which no wave selects) is asked, at its first check-in after its wave started,
+  to come back after ``placebo_wait`` (``Health.placebo_wait``: half the trial timeout); the
+  agent's next check-in comes ``placebo_wait * 1.15 + 1 s`` later, jittered by +-10 % (its usual
+  interval if that is shorter), and later still if it is asleep or offline (F6) or its region is
+  cut off (F5). It is silent if not seen by ``asked + trial_timeout``. An exposed device is silent
+  after activation while the server knows of no ``healthy`` (device time within the trial
+  timeout) and no loud failure within it; a late ``healthy`` turns it back (as
+  ``tallies.silent_after_activation`` reads the tracks). The k-th exposed device of a stratum,
+  by exposure time, is paired with the k-th placebo device, by the time it was asked
+  (``tallies.pair``); a pair is decided once both trial timeouts have passed.
+* the **silence judge** (``judges.SilenceJudge``, per stratum): FAILED when the stratum has at
+  least 3 exposed devices, all of them quiet (silent since activation and not heard otherwise, or
+  failed by the ``silence_after`` rule), at least one silent since activation, and at least half
+  of its control devices were heard from at or after the earliest trial deadline of those (an
+  outage that silences the control devices too is not a verdict).
+
+``Halt.by`` says which part of the rollout e-value was largest at the crossing ("pooled",
+"strata", "silence") or "silence-judge". Each run cross-checks the vectorised replica against
+the real code path (``Track`` -> ``tally()`` -> the judges) on a small fleet at evenly spaced
+looks and at each judge's halt (JSON ``validation``: the largest difference in the rollout's,
+the strata's and the sign test's log E, and the disagreeing FAILED verdicts, which should be 0).
+One approximation is left (see ``epoch_terms``): a device whose failure report is in flight
+leaves the risk sets at its failure time, where the server keeps it at risk until the report
+arrives; at looks with no report in flight log E agrees to ~1e-12.
 
     python benchmarks/detection.py --quick          # table, then one JSON line (last line)
     python benchmarks/detection.py --rollouts 1000  # the full run
@@ -31,10 +71,18 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
-from ringfence.analysis.hazard import DEFAULT_MIXTURE, logrank_log_e
-from ringfence.analysis.judges import HazardRatioJudge, SilenceJudge, judge_all
-from ringfence.analysis.tallies import Silence, Track, tally
+from ringfence.analysis.hazard import DEFAULT_MIXTURE, logrank_log_e, sign_log_e
+from ringfence.analysis.judges import (
+    DEFAULT_WEIGHTS,
+    HazardRatioJudge,
+    Judge,
+    RolloutJudge,
+    SilenceJudge,
+    judge_all,
+)
+from ringfence.analysis.tallies import Pairs, Silence, Track, tally
 from ringfence.analysis.verdicts import VerdictPhase
+from ringfence.core.plan import Health
 
 INF = math.inf
 MINUTE = 1 / 60
@@ -59,10 +107,18 @@ class Config:
     trial_h: float = 5 * MINUTE  # the agent's trial: healthy is sent this long after activation
     trial_timeout_h: float = 0.5  # plan default (30m)
     silence_after_h: float = 6.0  # plan default (6h)
+    placebo_after_h: float | None = None  # plan default (None: half the trial timeout)
     horizon_h: float = 24.0
     waves: tuple[tuple[float, float], ...] = ((0.0, 0.01), (4.0, 0.05))  # (start hour, cumulative share)
     alpha: float = 0.01
     wald_beta: float = 0.01
+
+    @property
+    def placebo_wait_h(self) -> float:
+        """How long a placebo device is asked to stay away (``Health.placebo_wait``)."""
+        after = None if self.placebo_after_h is None else timedelta(hours=self.placebo_after_h)
+        health = Health(trial_timeout=timedelta(hours=self.trial_timeout_h), placebo_after=after)
+        return health.placebo_wait.total_seconds() / 3600
 
 
 @dataclass(frozen=True)
@@ -99,7 +155,8 @@ F6_SILENCE_AFTER_H = 16.0  # see README: a fleet whose workstations sleep 10-14 
 
 @dataclass(frozen=True)
 class Fleet:
-    """Devices in stratum order; which wave (if any) each belongs to; the Kayenta baseline sample."""
+    """Devices in stratum order; which wave (if any) each belongs to; the Kayenta baseline sample,
+    which doubles as the placebo devices (as many per wave and stratum as the wave exposes)."""
 
     cfg: Config
     stratum: np.ndarray
@@ -107,7 +164,7 @@ class Fleet:
     sizes: np.ndarray
     wave_start: np.ndarray  # hour the device's wave starts (inf: in no wave)
     baseline_sample: np.ndarray  # bool: the control devices Kayenta compares the canary with
-    sham_start: np.ndarray  # --what-if: the same sample, given sham trials when each wave starts
+    placebo_start: np.ndarray  # hour from which the device is a placebo candidate (its wave's start; inf: never)
 
     @classmethod
     def build(cls, cfg: Config) -> Fleet:
@@ -124,10 +181,15 @@ class Fleet:
             wave_start[pos < np.round(share * sizes[stratum])] = start
         last = np.round(cfg.waves[-1][1] * sizes[stratum])
         baseline = (pos >= last) & (pos < 2 * last)
-        sham_start = np.full(cfg.devices, INF)
+        placebo_start = np.full(cfg.devices, INF)
         for start, share in reversed(cfg.waves):
-            sham_start[baseline & (pos - last < np.round(share * sizes[stratum]))] = start
-        return cls(cfg, stratum, stratum % len(REGIONS), sizes, wave_start, baseline, sham_start)
+            placebo_start[baseline & (pos - last < np.round(share * sizes[stratum]))] = start
+        return cls(cfg, stratum, stratum % len(REGIONS), sizes, wave_start, baseline, placebo_start)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Index of each stratum's first device (devices are in stratum order)."""
+        return np.cumsum(self.sizes) - self.sizes
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,10 +200,11 @@ class World:
     """What happened to every device in one rollout, in hours since the first wave started.
 
     ``f`` is the true failure time; ``r`` when its report reaches the server (inf: never reported).
-    ``q_*`` is the device's silence-derived failure as the server's rules see it (kind 1: no
-    ``healthy`` within the trial timeout, kind 2: not heard from for ``silence_after``): it is
-    counted at ``q_event`` from ``q_event`` on, until ``q_end`` (when the device is heard from
-    again; inf: never)."""
+    ``q_*`` is the device's silence as the server's rules see it (kind 1: an exposed device with no
+    ``healthy`` and no loud failure known at its trial deadline, silent after activation from
+    ``q_event`` (the deadline) until ``q_end``, when the server hears of either; kind 2: not heard
+    from for ``silence_after`` in F5's outage, failed at ``q_event`` until heard from again at
+    ``q_end``). Placebo devices were asked at ``placebo_at`` and came back at ``placebo_seen``."""
 
     fault: Fault
     silence_after_h: float
@@ -156,12 +219,79 @@ class World:
     q_end: np.ndarray
     affected: np.ndarray  # devices the fault applies to once exposed
     requests: np.ndarray  # per minute: requests (check-ins, heartbeats, healthy) from exposed devices
-    sham_x: np.ndarray  # --what-if: when a sham-trial device checked in for its no-op trial (inf: none)
-    sham_silent: np.ndarray  # ... and whether it failed to confirm within the trial timeout
+    placebo_at: np.ndarray  # when a placebo device was asked to come back (inf: not a placebo device)
+    placebo_seen: np.ndarray  # when its first contact after the wait arrived (inf: not within the horizon)
+    net: Network
     epochs: tuple[float, ...] = ()  # times at which many silence failures clear at once (F5)
     excess_rate: float = 0.0  # the fault's added hazard once active (per hour) ...
     excess_onset: float = 0.0  # ... from this age on (hours since activation)
     details: dict[str, float] = field(default_factory=dict)
+
+    def contacts(self) -> np.ndarray:
+        """Arrivals besides the periodic check-ins, one row per kind: the exposure (the intent),
+        ``healthy``, the failure report and its duplicate, the placebo's return."""
+        return np.stack([self.x, self.h_arr, self.r, self.dup, self.placebo_seen])
+
+
+@dataclass
+class Network:
+    """When what a device sends reaches the server: at once, or once the device is on and online
+    again (F6), or at the end of its region's outage (F5). Devices check in every poll interval
+    at their phase ``phi`` (the check-in is sent when due, and arrives as above)."""
+
+    phi: np.ndarray
+    poll: float
+    region: np.ndarray
+    cycles: Cycles | None = None
+    outage: tuple[float, float, int] = (INF, INF, -1)  # start, end, region (-1: none)
+
+    def deliver(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        start, end, region = self.outage
+        return np.where((self.region[idx] == region) & (t >= start) & (t < end), end, t)
+
+    def arrive(self, t: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        if self.cycles is not None:
+            t = self.cycles.next_contact(t, idx)
+        return self.deliver(t, idx)
+
+    def first_check_in(self, idx: np.ndarray, after: float) -> np.ndarray:
+        """Arrival of the first periodic check-in that arrives at or after ``after``. Arrival is
+        monotone in the sending time, and a check-in due before ``after`` arrives after it only
+        when the device was unreachable from then until after ``after`` (every such check-in
+        then arrives at the same moment), so the one due just before and the one due just after
+        decide it."""
+        due = after + np.mod(self.phi[idx] - after, self.poll)
+        before = self.arrive(due - self.poll, idx)
+        return np.where(before >= after, before, self.arrive(due, idx))
+
+    def last_check_in(self, idx: np.ndarray, at: float) -> np.ndarray:
+        """Arrival of the last periodic check-in that arrived by ``at`` (-inf: none in 2 days)."""
+        due = at - np.mod(at - self.phi[idx], self.poll)
+        out = np.full(idx.size, -INF)
+        todo = np.arange(idx.size)
+        for _ in range(round(48 / self.poll)):
+            got = self.arrive(due[todo], idx[todo])
+            ok = got <= at
+            out[todo[ok]] = got[ok]
+            todo = todo[~ok]
+            if not todo.size:
+                break
+            due[todo] -= self.poll
+        return out
+
+
+def first_contact(world: World, idx: np.ndarray, after: float) -> np.ndarray:
+    """When each device was first heard from at or after ``after`` (a check-in or any message)."""
+    extra = world.contacts()[:, idx]
+    extra = np.where(extra >= after, extra, INF).min(axis=0)
+    return np.minimum(world.net.first_check_in(idx, after), extra)
+
+
+def last_contact(world: World, idx: np.ndarray, at: float) -> np.ndarray:
+    """When each device was last heard from by ``at``."""
+    extra = world.contacts()[:, idx]
+    extra = np.where(extra <= at, extra, -INF).max(axis=0)
+    return np.maximum(world.net.last_check_in(idx, at), extra)
 
 
 class Cycles:
@@ -236,7 +366,7 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
     idx = np.arange(n)
     phi = rng.random(n) * poll  # check-in phase
     in_wave = np.isfinite(fleet.wave_start)
-    starts = np.minimum(fleet.wave_start, fleet.sham_start)  # the real waves, and the sham trials (--what-if)
+    starts = np.minimum(fleet.wave_start, fleet.placebo_start)  # the waves, and when placebo devices are asked
     grid = np.where(np.isfinite(starts), starts + np.mod(phi - starts, poll), INF)
     cycles = Cycles(rng, fleet) if fault.kind == "cycles" else None
     details: dict[str, float] = {}
@@ -249,19 +379,19 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         t_out = rng.uniform(1.0, 14.0)
         outage = (t_out, t_out + rng.uniform(7.0, 9.0), region)
         details = {"outage_region": region, "outage_start_h": t_out, "outage_end_h": outage[1]}
-    in_out = fleet.region == outage[2]
+    net = Network(phi, poll, fleet.region, cycles, outage)
 
     def delivered(t: np.ndarray) -> np.ndarray:
         """When something the device sends at ``t`` arrives (outage: at its end)."""
-        return np.where(in_out & (t >= outage[0]) & (t < outage[1]), outage[1], t)
+        return net.deliver(t, idx)
 
     if cycles is not None:
         x = cycles.next_contact(grid, idx)
     x = delivered(x)
     x[x > horizon] = INF
-    act = x.copy()  # exposed devices, and sham-trial devices (--what-if)
-    sham = np.isfinite(act) & ~in_wave
-    x[sham] = INF
+    act = x.copy()  # exposed devices, and placebo devices (asked at their first check-in after the wave's start)
+    placebo = np.isfinite(act) & ~in_wave
+    x[placebo] = INF
     exposed = np.isfinite(x)
 
     # true failure times: the baseline hazard, plus the fault's once exposed
@@ -315,33 +445,47 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         resume = cycles.next_on(off[paused] + 1e-7, ex[paused])
         h_at[ex[paused]] = resume + (h_at[ex[paused]] - off[paused])
         details["paused_trials"] = float(paused.sum())
-    h_at = np.where(failed & (f < h_at), INF, h_at)
+    # a failure during the trial means no healthy; one before the exposure does not (the device had
+    # recovered: it checked in and took the version, and _requests counts it as alive)
+    h_at = np.where(failed & (f >= act) & (f < h_at), INF, h_at)
     h_arr = h_at.copy()
     if cycles is not None:
         h_arr = cycles.next_contact(h_arr, idx)
         h_arr = h_arr + np.where(rng.random(n) < 0.05, rng.exponential(3 * MINUTE, n), 0.0)
     h_arr = delivered(h_arr)
 
+    # placebo devices: asked to come back after placebo_wait, the agent checks in again after
+    # placebo_wait * 1.15 + 1 s (server.snapshot._return_in; its usual interval if that is shorter),
+    # jittered by +-10 %; the first contact at or after the wait marks it seen (drawn last, so the
+    # other detectors see the same worlds whatever the placebo model)
+    p_ids = np.nonzero(placebo)[0]
+    ask = cfg.placebo_wait_h * 1.15 + SECOND
+    back = act[p_ids] + (ask * rng.uniform(0.9, 1.1, p_ids.size) if ask < poll else poll)
+    if cycles is not None:
+        back = cycles.next_contact(back, p_ids)
+    placebo_at = np.where(placebo, act, INF)
+    placebo_seen = np.full(n, INF)
+    placebo_seen[p_ids] = net.deliver(back, p_ids)
+    placebo_seen[placebo_seen > horizon] = INF
+
     # silence-derived failures as the server counts them
     q_kind = np.zeros(n, dtype=np.int8)
     q_event = np.full(n, INF)
     q_end = np.full(n, INF)
     deadline = act + cfg.trial_timeout_h
-    known_by = np.minimum(h_arr, r)  # no trial-timeout failure once healthy or a loud failure is known
+    known_by = np.minimum(h_arr, r)  # not silent after activation once healthy or a loud failure is known
     trial = exposed & (known_by > deadline) & (deadline <= horizon)
     q_kind[trial], q_event[trial], q_end[trial] = 1, deadline[trial], known_by[trial]
-    sham_x = np.where(sham & (deadline <= horizon), act, INF)
-    sham_silent = sham & (known_by > deadline)
-    h_at[sham], h_arr[sham] = INF, INF
+    h_at[placebo], h_arr[placebo] = INF, INF
     silence_after = cfg.silence_after_h
     epochs: tuple[float, ...] = ()
     if fault.kind == "outage":
         t_out, t_back, _ = outage
         last_grid = t_out - np.mod(t_out - phi, poll)
         heard = np.maximum.reduce([last_grid, np.where(x <= t_out, x, -INF), np.where(h_arr <= t_out, h_arr, -INF),
-                                   np.where(r <= t_out, r, -INF)])
+                                   np.where(r <= t_out, r, -INF), np.where(placebo_seen <= t_out, placebo_seen, -INF)])
         quiet = heard + silence_after
-        sil = in_out & ~trial & (quiet < t_back) & ~(r < t_out)
+        sil = (fleet.region == outage[2]) & ~trial & (quiet < t_back) & ~(r < t_out)
         q_kind[sil], q_event[sil], q_end[sil] = 2, quiet[sil], t_back
         epochs = (t_back,)
         details["silenced"] = float(sil.sum())
@@ -349,8 +493,8 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         silence_after = F6_SILENCE_AFTER_H
 
     requests = _requests(fleet, x, f, after_exposure, silent_death, h_arr, phi, outage, cycles, cfg)
-    return World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests, sham_x,
-                 sham_silent, epochs, excess_rate, excess_onset, details)
+    return World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests,
+                 placebo_at, placebo_seen, net, epochs, excess_rate, excess_onset, details)
 
 
 def _requests(fleet: Fleet, x: np.ndarray, f: np.ndarray, after_exposure: np.ndarray, silent_death: np.ndarray,
@@ -393,17 +537,24 @@ def _requests(fleet: Fleet, x: np.ndarray, f: np.ndarray, after_exposure: np.nda
 
 
 # --------------------------------------------------------------------------------------------
-# Ringfence: the mixture logrank e-process per stratum (looked at after every change) + silence
+# Ringfence: the rollout judge (pooled + strata + placebo sign test) and the silence judge
 # --------------------------------------------------------------------------------------------
 THETAS = np.array(DEFAULT_MIXTURE.thetas)
 LOG_THETAS = np.log(THETAS)
 LOG_WEIGHTS = np.array(DEFAULT_MIXTURE.log_weights)
+LOG_UP = np.log(2 * THETAS / (1 + THETAS))  # sign test: a pair in which only the exposed device was silent
+LOG_DOWN = np.log(2 / (1 + THETAS))  # ... only the placebo device
+MIN_SILENT = SilenceJudge().min_silent  # exposed devices a silence verdict needs
+E_CAP = 60.0  # log E beyond which an e-process has long crossed any threshold (keeps exp() finite)
 
 
 @dataclass
 class Records:
-    """Every failure the server counts at some look: loud ones from their report on, silence-derived
-    ones while they last. Event time, when it is counted from (appear) and until (end)."""
+    """Every failure the hazard test counts at some look: loud ones from their report on, silence
+    ones (``silence_after``) while they last. Event time, when it is counted from (appear) and
+    until (end). Silence after activation is not one of them (it is the placebo test's); a device
+    silent since its activation fails here only by the ``silence_after`` rule, like any other, at
+    ``x + silence_after`` (last heard at its intent) unless heard from before."""
 
     dev: np.ndarray
     event: np.ndarray
@@ -411,29 +562,24 @@ class Records:
     end: np.ndarray
     exposed: np.ndarray
     stratum: np.ndarray
+    silent: np.ndarray  # a silence failure (not a loud one)
 
     @classmethod
-    def of(cls, world: World, fleet: Fleet, trial_timeouts: bool = True) -> Records:
-        """``trial_timeouts=False`` (--what-if): silent-after-activation is left to the sham-controlled
-        silence test; a device silent since its activation fails the hazard test only by the
-        ``silence_after`` rule, like any other device."""
+    def of(cls, world: World, fleet: Fleet) -> Records:
         horizon = fleet.cfg.horizon_h
         loud = np.nonzero(world.r <= horizon)[0]
-        if trial_timeouts:
-            quiet = np.nonzero((world.q_kind > 0) & (world.q_event <= horizon))[0]
-            q_event, q_end = world.q_event[quiet], world.q_end[quiet]
-        else:
-            generic = np.nonzero((world.q_kind == 2) & (world.q_event <= horizon))[0]
-            lost = world.x + world.silence_after_h  # never heard from after the activation
-            dead = np.nonzero((world.q_kind == 1) & (world.q_end > lost) & (lost <= horizon))[0]
-            quiet = np.concatenate([generic, dead])
-            q_event = np.concatenate([world.q_event[generic], lost[dead]])
-            q_end = np.concatenate([world.q_end[generic], world.q_end[dead]])
+        generic = np.nonzero((world.q_kind == 2) & (world.q_event <= horizon))[0]
+        lost = world.x + world.silence_after_h  # never heard from after the activation
+        dead = np.nonzero((world.q_kind == 1) & (world.q_end > lost) & (lost <= horizon))[0]
+        quiet = np.concatenate([generic, dead])
+        q_event = np.concatenate([world.q_event[generic], lost[dead]])
+        q_end = np.concatenate([world.q_end[generic], world.q_end[dead]])
         dev = np.concatenate([loud, quiet])
         event = np.concatenate([world.f[loud], q_event])
         appear = np.concatenate([world.r[loud], q_event])
         end = np.concatenate([np.full(loud.size, INF), q_end])
-        return cls(dev, event, appear, end, world.x[dev] <= event, fleet.stratum[dev])
+        silent = np.arange(dev.size) >= loud.size
+        return cls(dev, event, appear, end, world.x[dev] <= event, fleet.stratum[dev], silent)
 
 
 def _count_before(keys: np.ndarray, stratum: np.ndarray, at: np.ndarray, side: str) -> np.ndarray:
@@ -520,23 +666,115 @@ def _bounds(world: World, fleet: Fleet, rec: Records) -> list[float]:
     return [0.0, *inner, horizon + 1e-6]
 
 
-def ringfence_halt(world: World, fleet: Fleet) -> Halt:
-    """The judges as the engine runs them (engine/health.py): HazardRatioJudge and SilenceJudge
-    on every stratum with exposure, looked at after every change; any FAILED verdict halts."""
+def sign_test_path(world: World, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
+    """The placebo sign test as ``tallies.pair`` + ``hazard.sign_log_e`` read it: per stratum, the
+    k-th exposed device (by exposure time) with the k-th placebo device (by the time it was asked),
+    decided once both trial deadlines have passed. The placebo is silent if not seen by its
+    deadline; the exposed device while the server knows of no ``healthy`` sent by its deadline
+    and no loud failure within it (a late ``healthy`` turns a decided pair round). Returns the
+    times at which the discordant counts change and log E after each."""
+    cfg = fleet.cfg
+    trial, horizon = cfg.trial_timeout_h, cfg.horizon_h
+
+    def ranked(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.nonzero(np.isfinite(t))[0]
+        ids = ids[np.lexsort((ids, t[ids], fleet.stratum[ids]))]
+        s = fleet.stratum[ids]
+        return ids, s * 10_000_000 + np.arange(ids.size) - np.searchsorted(s, s, "left")
+
+    e_ids, e_key = ranked(world.x)
+    p_ids, p_key = ranked(world.placebo_at)
+    _, ie, ip = np.intersect1d(e_key, p_key, assume_unique=True, return_indices=True)
+    e, p = e_ids[ie], p_ids[ip]
+    x = world.x[e]
+    deadline = x + trial
+    decided = np.maximum(deadline, world.placebo_at[p] + trial)
+    p_silent = world.placebo_seen[p] > world.placebo_at[p] + trial
+    confirmed = np.minimum(np.where(world.h_at[e] <= deadline, world.h_arr[e], INF),
+                           np.where((world.f[e] >= x) & (world.f[e] <= deadline), world.r[e], INF))
+    e_silent = confirmed > decided
+    late = e_silent & (confirmed <= horizon)  # decided with the exposed device silent, then confirmed
+    times = np.concatenate([decided, confirmed[late]])
+    up = np.concatenate([(e_silent & ~p_silent).astype(int), -(~p_silent[late]).astype(int)])  # exposed only
+    down = np.concatenate([(p_silent & ~e_silent).astype(int), p_silent[late].astype(int)])  # placebo only
+    use = (times <= horizon) & ((up != 0) | (down != 0))
+    order = np.argsort(times[use], kind="stable")
+    times, a, b = times[use][order], np.cumsum(up[use][order]), np.cumsum(down[use][order])
+    log_e = special.logsumexp(a[:, None] * LOG_UP + b[:, None] * LOG_DOWN + LOG_WEIGHTS, axis=1)
+    return times, log_e
+
+
+def _at(times: np.ndarray, values: np.ndarray, looks: np.ndarray, default: float = 0.0) -> np.ndarray:
+    """A step function (value after the last change at or before each look)."""
+    j = np.searchsorted(times, looks, "right") - 1
+    return np.where(j >= 0, values[np.maximum(j, 0)], default) if times.size else np.full(looks.size, default)
+
+
+def _rollout_log_e(pooled: np.ndarray, mean: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    """log of w.pooled E_pooled + w.strata mean E_s + w.silence E_sign, from the parts' logs."""
+    w = DEFAULT_WEIGHTS
+    parts = np.stack([pooled, mean, sign], axis=-1)
+    out: np.ndarray = special.logsumexp(parts, axis=-1, b=np.array([w.pooled, w.strata, w.silence]))
+    return out
+
+
+def _lead(pooled: float, mean: float, sign: float) -> str:
+    w = DEFAULT_WEIGHTS
+    parts = {"pooled": math.log(w.pooled or 1e-300) + pooled, "strata": math.log(w.strata or 1e-300) + mean,
+             "silence": math.log(w.silence or 1e-300) + sign}
+    return max(parts, key=lambda name: parts[name])
+
+
+def rollout_judge_halt(world: World, fleet: Fleet) -> Halt:
+    """RolloutJudge looked at after every change: the first look at which the rollout's e-value
+    reaches 1/alpha. Within an epoch (failures only added) the strata's e-values and the pooled
+    e-value follow the path of counted failures; the sign test follows its own path."""
+    cfg = fleet.cfg
+    k = len(fleet.sizes)
     rec = Records.of(world, fleet)
-    threshold = math.log(1 / fleet.cfg.alpha) - 1e-9
-    hazard = Halt()
+    sign_t, sign_log = sign_test_path(world, fleet)
+    threshold = math.log(1 / cfg.alpha) - 1e-9
     for b0, b1 in itertools.pairwise(_bounds(world, fleet, rec)):
         path = epoch_path(world, fleet, rec, b0, b1)
+        extra = sign_t[(sign_t >= b0) & (sign_t < b1)]
         if path is None:
-            continue
-        cross = np.nonzero((path.log_e >= threshold) & path.last)[0]
-        if cross.size:
-            j = cross[np.argmin(path.times[cross])]
-            hazard = Halt(float(path.times[j]), "hazard-ratio", int(path.strata[j]))
-            break
+            looks, pooled, mean = extra, np.zeros(extra.size), np.zeros(extra.size)
+        else:
+            e_s = np.exp(np.minimum(path.log_e, E_CAP))
+            idx = np.arange(e_s.size)
+            delta = e_s - np.where(path.first == idx, 1.0, e_s[np.maximum(idx - 1, 0)])
+            g = np.argsort(path.times, kind="stable")
+            tg = path.times[g]
+            sum_s = k + np.cumsum(delta[g])  # strata without a change so far count 1
+            pool = special.logsumexp(np.cumsum(path.values[g], axis=0) + LOG_WEIGHTS, axis=1)
+            last = np.append(tg[1:] != tg[:-1], True)  # look once every change at that moment is in
+            tg, sum_s, pool = tg[last], sum_s[last], pool[last]
+            looks = np.concatenate([tg, extra])
+            pooled = np.concatenate([pool, _at(tg, pool, extra)])
+            mean = np.log(np.maximum(np.concatenate([sum_s, _at(tg, sum_s, extra, float(k))]), 1e-300) / k)
+        sign = _at(sign_t, sign_log, looks)
+        hit = np.nonzero(_rollout_log_e(pooled, mean, sign) >= threshold)[0]
+        if hit.size:
+            j = hit[np.argmin(looks[hit])]
+            t = float(looks[j])
+            worst = -1
+            if path is not None:  # the stratum with the largest e-value at the halt
+                keys = path.strata * KEY + path.times
+                at = np.searchsorted(keys, np.arange(k) * KEY + t, "right") - 1
+                own = np.where((at >= 0) & (path.strata[np.maximum(at, 0)] == np.arange(k)),
+                               path.log_e[np.maximum(at, 0)], 0.0)
+                worst = int(np.argmax(own))
+            return Halt(t, _lead(float(pooled[j]), float(mean[j]), float(sign[j])), worst)
+    return Halt()
+
+
+def ringfence_halt(world: World, fleet: Fleet) -> Halt:
+    """The judges as the engine runs them (engine/health.py, no failure budgets): the rollout
+    judge and the silence judge of every stratum, looked at after every change; the first FAILED
+    verdict halts."""
+    rollout = rollout_judge_halt(world, fleet)
     silence = silence_judge_halt(world, fleet)
-    return silence if silence.time < hazard.time else hazard
+    return silence if silence.time < rollout.time else rollout
 
 
 def _exposed_arm(world: World) -> np.ndarray:
@@ -545,35 +783,106 @@ def _exposed_arm(world: World) -> np.ndarray:
     return np.isfinite(world.x) & ~(world.f < world.x)
 
 
+def _quiet_spans(world: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per device, for SilenceJudge: quiet (silent since its activation, or failed by the
+    ``silence_after`` rule) on [start, end), and silent since activation but not yet failed by
+    ``silence_after`` (``unconfirmed``) on [start, unconfirmed_end)."""
+    n = world.x.size
+    start, end, unconfirmed_end = np.full(n, INF), np.full(n, -INF), np.full(n, -INF)
+    trial, generic = world.q_kind == 1, (world.q_kind == 2) & (world.x <= world.q_event)
+    quiet = trial | generic
+    start[quiet], end[quiet] = world.q_event[quiet], world.q_end[quiet]
+    unconfirmed_end[trial] = np.minimum(world.q_end[trial], world.x[trial] + world.silence_after_h)
+    return start, end, unconfirmed_end
+
+
+def _silence_verdict(world: World, fleet: Fleet, s: int, members: np.ndarray, unconfirmed: np.ndarray,
+                     unconfirmed_end: np.ndarray, exposed: int, a: float, b: float) -> float | None:
+    """The first time in [a, b) — every one of the stratum's ``exposed`` devices quiet, some silent
+    since activation, nobody exposed meanwhile — at which at least half of its control devices were
+    heard from since the earliest trial deadline of the unconfirmed devices (which moves on as
+    they fail by the ``silence_after`` rule)."""
+    cfg = fleet.cfg
+    deadline = world.x[members[unconfirmed]] + cfg.trial_timeout_h
+    until = unconfirmed_end[members[unconfirmed]]
+    controls = fleet.offsets[s] + np.nonzero(~(world.x[fleet.offsets[s]:fleet.offsets[s] + fleet.sizes[s]] <= a))[0]
+    devices = int(fleet.sizes[s]) - exposed  # the control arm (devices exposed after failing included)
+    need = math.ceil(devices / 2)
+    cuts = [float(c) for c in np.unique(until[(until > a) & (until < b)])]
+    for p, q in zip([a, *cuts], [*cuts, b], strict=True):
+        live = until > p
+        if not live.any():
+            return None
+        if devices == 0:
+            return p
+        if controls.size < need:
+            return None
+        heard = np.sort(first_contact(world, controls, float(deadline[live].min())))
+        t = max(p, float(heard[need - 1])) if need else p
+        if t < q:
+            return t
+    return None
+
+
 def silence_judge_halt(world: World, fleet: Fleet) -> Halt:
-    """SilenceJudge: failed once every exposed device of a stratum counts as silent."""
+    """SilenceJudge: the first time any stratum's verdict is FAILED. Between two exposures the
+    exposed set is fixed; the verdict needs all of them quiet (from the latest start to the
+    earliest end of their quiet spans) and one of them unconfirmed."""
+    cfg = fleet.cfg
+    start, end, unconfirmed_end = _quiet_spans(world)
+    arm = _exposed_arm(world)
     best = Halt()
-    exposed = _exposed_arm(world)
     for s in range(len(fleet.sizes)):
-        ids = np.nonzero(exposed & (fleet.stratum == s))[0]
-        if not ids.size:
+        lo = int(fleet.offsets[s])
+        ids = lo + np.nonzero(np.isfinite(world.x[lo:lo + fleet.sizes[s]]))[0]
+        in_arm = arm[ids]
+        if in_arm.sum() < MIN_SILENT:
             continue
-        ids = ids[np.argsort(world.x[ids])]
-        quiet = world.q_kind[ids] > 0
-        since = np.maximum.accumulate(np.where(quiet, world.q_event[ids], INF))
-        until = np.minimum.accumulate(np.where(quiet, world.q_end[ids], -INF))
-        nxt = np.append(world.x[ids][1:], INF)
-        ok = np.nonzero((since < nxt) & (until > since) & (since <= fleet.cfg.horizon_h))[0]
-        if ok.size and since[ok[0]] < best.time:
-            best = Halt(float(since[ok[0]]), "silence", s)
+        ids = ids[np.lexsort((ids, world.x[ids]))]
+        in_arm = arm[ids]
+        unconfirmed = in_arm & (world.q_kind[ids] == 1)
+        since = np.maximum.accumulate(np.where(in_arm, start[ids], -INF))
+        until = np.minimum.accumulate(np.where(in_arm, end[ids], INF))
+        some = np.maximum.accumulate(np.where(unconfirmed, unconfirmed_end[ids], -INF))
+        x = world.x[ids]
+        nxt = np.append(x[1:], INF)
+        count = np.cumsum(in_arm)
+        a = np.maximum(since, x)
+        b = np.minimum.reduce([until, nxt, some, np.full(x.size, cfg.horizon_h + 1e-9)])
+        for i in np.nonzero((count >= MIN_SILENT) & (a < b) & (a < best.time))[0]:
+            t = _silence_verdict(world, fleet, s, ids[:i + 1], unconfirmed[:i + 1], unconfirmed_end, int(count[i]),
+                                 float(a[i]), float(b[i]))
+            if t is not None:
+                if t < best.time:
+                    best = Halt(t, "silence-judge", s)
+                break
     return best
 
 
 def silence_failed_at(world: World, fleet: Fleet, look: float) -> set[int]:
-    """Strata whose SilenceJudge is failed at one look (for the cross-check)."""
+    """Strata whose SilenceJudge is FAILED at one look (for the cross-check), by the same rule."""
+    start, end, unconfirmed_end = _quiet_spans(world)
     exposed = _exposed_arm(world) & (world.x <= look)
-    silent = (world.q_kind > 0) & (world.q_event <= look) & (world.q_end > look)
-    return {s for s in range(len(fleet.sizes))
-            if exposed[fleet.stratum == s].any() and silent[exposed & (fleet.stratum == s)].all()}
+    quiet = (start <= look) & (look < end)
+    unconfirmed = exposed & (world.q_kind == 1) & (start <= look) & (look < unconfirmed_end)
+    failed = set()
+    for s in range(len(fleet.sizes)):
+        sl = slice(int(fleet.offsets[s]), int(fleet.offsets[s] + fleet.sizes[s]))
+        n = int(exposed[sl].sum())
+        if n < MIN_SILENT or not quiet[sl][exposed[sl]].all() or not unconfirmed[sl].any():
+            continue
+        first = float(world.x[sl][unconfirmed[sl]].min()) + fleet.cfg.trial_timeout_h
+        controls = sl.start + np.nonzero(~(world.x[sl] <= look))[0]
+        heard = int((first_contact(world, controls, first) <= look).sum())
+        devices = int(fleet.sizes[s]) - n
+        if devices == 0 or 2 * heard >= devices:
+            failed.add(s)
+    return failed
 
 
-def ringfence_log_e_at(world: World, fleet: Fleet, look: float) -> np.ndarray:
-    """log E per stratum at one look, from the same records and terms (for the cross-check)."""
+def rollout_log_e_at(world: World, fleet: Fleet, look: float) -> tuple[float, np.ndarray, float]:
+    """log E of the rollout judge at one look, each stratum's log E and the sign test's, from the
+    same records, terms and pairs (for the cross-check)."""
     rec = Records.of(world, fleet)
     bounds = _bounds(world, fleet, rec)
     k = max(i for i, b in enumerate(bounds[:-1]) if b <= look)
@@ -581,91 +890,13 @@ def ringfence_log_e_at(world: World, fleet: Fleet, look: float) -> np.ndarray:
     active = (rec.appear[ids] <= look) & (rec.end[ids] > look)
     sums = np.zeros((len(fleet.sizes), len(THETAS)))
     np.add.at(sums, rec.stratum[ids][active], terms[active])
-    return special.logsumexp(sums + LOG_WEIGHTS[None, :], axis=1)
-
-
-# --what-if: the judges this benchmark suggests (not in src/): weights of the averaged e-processes
-PROPOSED_WEIGHTS = {"pooled": 0.5, "strata": 0.4, "silence": 0.1}
-E_CAP = 60.0  # log E beyond which an e-process has long crossed any threshold (keeps exp() finite)
-
-
-def silence_test_path(world: World, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
-    """--what-if: silent-after-activation tested against sham trials. For every exposed device a
-    control device of the same stratum and wave checks in for a no-op trial at the same point of
-    the wave (the k-th exposed with the k-th sham); a pair is decided when both trial timeouts
-    have passed. Under no fault, in a pair where exactly one device failed to confirm, either is
-    equally likely: a sign test, mixed over the same odds ratios as the hazard test. Returns the
-    decision times and log E after each."""
-    wave_of = {start: i for i, (start, _) in enumerate(fleet.cfg.waves)}
-    groups = []
-    for mask, t in ((np.isfinite(world.x), world.x), (np.isfinite(world.sham_x), world.sham_x)):
-        start = np.where(np.isfinite(fleet.wave_start), fleet.wave_start, fleet.sham_start)
-        ids = np.nonzero(mask)[0]
-        group = fleet.stratum[ids] * 10 + np.array([wave_of[v] for v in start[ids]], dtype=int)
-        order = np.lexsort((t[ids], group))
-        ids, group = ids[order], group[order]
-        rank = np.arange(ids.size) - np.searchsorted(group, group, "left")
-        groups.append((ids, group * 1_000_000 + rank))
-    (e_ids, e_key), (s_ids, s_key) = groups
-    _, ie, js = np.intersect1d(e_key, s_key, return_indices=True)
-    e_ids, s_ids = e_ids[ie], s_ids[js]
-    decided = np.maximum(world.x[e_ids], world.sham_x[s_ids]) + fleet.cfg.trial_timeout_h
-    e_silent, s_silent = world.q_kind[e_ids] == 1, world.sham_silent[s_ids]
-    use = (e_silent != s_silent) & (decided <= fleet.cfg.horizon_h)
-    order = np.argsort(decided[use])
-    times, label = decided[use][order], e_silent[use][order]
-    steps = np.where(label[:, None], np.log(2 * THETAS / (1 + THETAS))[None, :], np.log(2 / (1 + THETAS))[None, :])
-    return times, special.logsumexp(np.cumsum(steps, axis=0) + LOG_WEIGHTS[None, :], axis=1)
-
-
-def proposed_halt(world: World, fleet: Fleet) -> Halt:
-    """--what-if: one e-process for the whole rollout, the average of (a) the pooled stratified
-    logrank (one hazard ratio for all strata: the product of the strata's partial likelihoods,
-    mixed over theta), (b) the mean of the per-stratum logranks, (c) the sham-controlled silence
-    test; halt when it reaches 1/alpha. An average of e-processes is one, so the false-halt rate
-    of the rollout (not of each stratum) is at most alpha. Trial timeouts leave the hazard test;
-    the silence judge is not used."""
-    cfg = fleet.cfg
-    w = PROPOSED_WEIGHTS
-    k = len(fleet.sizes)
-    rec = Records.of(world, fleet, trial_timeouts=False)
-    sil_t, sil_log = silence_test_path(world, fleet)
-    target = 1 / cfg.alpha
-
-    def silence_e(at: np.ndarray) -> np.ndarray:
-        if not sil_t.size:
-            return np.ones(at.size)
-        j = np.searchsorted(sil_t, at, "right") - 1
-        return np.where(j >= 0, np.exp(np.minimum(sil_log[np.maximum(j, 0)], E_CAP)), 1.0)
-
-    for b0, b1 in itertools.pairwise(_bounds(world, fleet, rec)):
-        path = epoch_path(world, fleet, rec, b0, b1)
-        in_epoch = (sil_t >= b0) & (sil_t < b1)
-        if path is None:
-            looks, pooled, strata = sil_t[in_epoch], np.ones(in_epoch.sum()), np.full(in_epoch.sum(), float(k))
-        else:
-            e_s = np.exp(np.minimum(path.log_e, E_CAP))
-            idx = np.arange(e_s.size)
-            delta = e_s - np.where(path.first == idx, 1.0, e_s[np.maximum(idx - 1, 0)])
-            g = np.argsort(path.times, kind="stable")
-            tg = path.times[g]
-            sum_s = k + np.cumsum(delta[g])
-            pool = np.exp(np.minimum(special.logsumexp(np.cumsum(path.values[g], axis=0) + LOG_WEIGHTS, axis=1), E_CAP))
-            last = np.append(tg[1:] != tg[:-1], True)
-            tg, sum_s, pool = tg[last], sum_s[last], pool[last]
-            extra = sil_t[in_epoch]
-            j = np.searchsorted(tg, extra, "right") - 1
-            looks = np.concatenate([tg, extra])
-            pooled = np.concatenate([pool, np.where(j >= 0, pool[np.maximum(j, 0)], 1.0)])
-            strata = np.concatenate([sum_s, np.where(j >= 0, sum_s[np.maximum(j, 0)], float(k))])
-        combined = w["pooled"] * pooled + w["strata"] * strata / k + w["silence"] * silence_e(looks)
-        hit = np.nonzero(combined >= target)[0]
-        if hit.size:
-            j = hit[np.argmin(looks[hit])]
-            parts = {"pooled": w["pooled"] * pooled[j], "strata": w["strata"] * strata[j] / k,
-                     "silence": w["silence"] * float(silence_e(looks[j:j + 1])[0])}
-            return Halt(float(looks[j]), max(parts, key=lambda name: parts[name]))
-    return Halt()
+    own = special.logsumexp(sums + LOG_WEIGHTS[None, :], axis=1)
+    pooled = float(special.logsumexp(sums.sum(axis=0) + LOG_WEIGHTS))
+    mean = float(special.logsumexp(own) - math.log(len(fleet.sizes)))
+    sign_t, sign_log = sign_test_path(world, fleet)
+    sign = float(_at(sign_t, sign_log, np.array([look]))[0])
+    total = float(_rollout_log_e(np.array(pooled), np.array(mean), np.array(sign)))
+    return total, own, sign
 
 
 # --------------------------------------------------------------------------------------------
@@ -857,6 +1088,8 @@ def wald_asn(theta: float, cfg: Config) -> float:
 # What a halt cost
 # --------------------------------------------------------------------------------------------
 def at_halt(world: World, halt: float) -> dict[str, float]:
+    """Failed exposed devices by the halt, those the server knew of (loud reports received, and
+    silence: since activation, or by ``silence_after``), exposed devices and exposure."""
     x, f = world.x, world.f
     exposed = _exposed_arm(world) & (x < halt)
     failed = int((exposed & (f >= x) & (f < halt)).sum())
@@ -868,61 +1101,92 @@ def at_halt(world: World, halt: float) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Cross-check against the real code path: Track -> tally() -> logrank_log_e / judges
+# Cross-check against the real code path: Track -> tally() -> RolloutJudge / SilenceJudge
 # --------------------------------------------------------------------------------------------
 def tracks_at(world: World, fleet: Fleet, look: float, base: datetime) -> list[Track]:
-    """What the server's store would hand the judges at ``look`` (see store/health.py)."""
+    """What the server's store would hand the judges at ``look`` (see store/health.py). A device
+    is last heard from at its last check-in or message that arrived by the look, except: one whose
+    silence failure is counted, ``silence_after`` before it; an exposed device silent since its
+    activation (nothing heard of it since the trial deadline passed), at its intent."""
 
     def when(hours: float) -> datetime:
         return base + timedelta(hours=float(hours))
 
+    n = fleet.cfg.devices
+    heard = last_contact(world, np.arange(n), look)
+    rec = Records.of(world, fleet)
+    counted = rec.silent & (rec.appear <= look) & (look < rec.end)
+    unconfirmed = (world.q_kind == 1) & (world.x <= look) & (look < world.q_end)
+    heard[unconfirmed] = world.x[unconfirmed]
+    heard[rec.dev[counted]] = rec.event[counted] - world.silence_after_h
     tracks = []
-    for i in range(fleet.cfg.devices):
-        silent = world.q_kind[i] == 2 and world.q_event[i] <= look < world.q_end[i]
-        dead = world.q_kind[i] == 1 and not np.isfinite(world.q_end[i])  # boot loop: last heard at the intent
-        heard = world.q_event[i] - world.silence_after_h if silent else (world.x[i] if dead else look)
+    for i in range(n):
         tracks.append(Track(
-            device_id=f"d{i}", stratum=f"s{fleet.stratum[i]:02d}", since=base,
+            device_id=f"d{i:06d}", stratum=f"s{fleet.stratum[i]:02d}", since=base,
             exposed_at=when(world.x[i]) if world.x[i] <= look else None,
             healthy_at=when(world.h_at[i]) if world.h_arr[i] <= look else None,
-            last_heard=when(heard), failed_at=when(world.f[i]) if world.r[i] <= look else None,
-            failure="crash" if world.r[i] <= look else ""))
+            last_heard=when(heard[i]) if np.isfinite(heard[i]) else None,
+            failed_at=when(world.f[i]) if world.r[i] <= look else None,
+            failure="crash" if world.r[i] <= look else "",
+            placebo_at=when(world.placebo_at[i]) if world.placebo_at[i] <= look else None,
+            placebo_seen_at=when(world.placebo_seen[i]) if world.placebo_seen[i] <= look else None))
     return tracks
 
 
 def validate(seed: int, rollouts: int, looks: int) -> dict[str, Any]:
     """On a small fleet (3,000 devices, 10x the failure rate so every stratum has failures),
-    compare log E per stratum from this file's vectorised records with tally() + logrank_log_e at
-    several looks, and the judges' FAILED verdicts with this file's halting rules."""
+    compare this file's vectorised judges with the real ones (tally(), then RolloutJudge with 12
+    strata, HazardRatioJudge at its share of alpha and SilenceJudge, as engine/health.py builds
+    them) at evenly spaced looks and at each judge's halt (and just before it): the rollout's
+    log E, each stratum's, the sign test's, and the FAILED verdicts."""
     cfg = Config(devices=3000, baseline_rate=0.01, waves=((0.0, 0.05), (4.0, 0.2)))
     fleet = Fleet.build(cfg)
     base = datetime(2026, 1, 1, tzinfo=UTC)
+    rollout = RolloutJudge(alpha=cfg.alpha, strata=len(fleet.sizes))
+    judges: list[Judge] = [HazardRatioJudge(alpha=rollout.stratum_alpha(), limit=None), SilenceJudge()]
     out: dict[str, Any] = {}
     threshold = math.log(1 / cfg.alpha)
-    for fault in (f for f in FAULTS if f.key in ("F2", "F3-x5", "F5", "F6")):
-        worst, disagree, compared, silence_disagree, silence_failed = 0.0, 0, 0, 0, 0
+    for fault in (f for f in FAULTS if f.key in ("F1", "F2", "F3-x5", "F5", "F6")):
+        worst = {"rollout": 0.0, "strata": 0.0, "sign": 0.0, "settled": 0.0}
+        counts = dict.fromkeys(("looks", "stratum_looks", "rollout_failed_verdicts", "rollout_disagreements",
+                                "hazard_ratio_failed_alone", "silence_failed_verdicts", "silence_disagreements"), 0)
         for i in range(rollouts):
             world = simulate(fleet, fault, np.random.default_rng([seed, 99, i]))
             silence = Silence(timedelta(hours=cfg.trial_timeout_h), timedelta(hours=world.silence_after_h))
-            for look in np.linspace(0.4, cfg.horizon_h - 0.1, looks):
-                mine = ringfence_log_e_at(world, fleet, float(look))
-                data = tally(tracks_at(world, fleet, float(look), base), base + timedelta(hours=float(look)), silence)
-                verdicts = judge_all(data.values(), [HazardRatioJudge(alpha=cfg.alpha, limit=None), SilenceJudge()])
-                failed = {v.stratum for v in verdicts if v.phase is VerdictPhase.FAILED and v.judge == "hazard-ratio"}
+            halts = [h.time for h in (rollout_judge_halt(world, fleet), silence_judge_halt(world, fleet))
+                     if h.time <= cfg.horizon_h]
+            times = sorted({*np.linspace(0.4, cfg.horizon_h - 0.1, looks).tolist(), *halts,
+                            *(t - 1e-6 for t in halts)})
+            for look in times:
+                mine, own, sign = rollout_log_e_at(world, fleet, look)
+                data = tally(tracks_at(world, fleet, look, base), base + timedelta(hours=look), silence)
+                verdicts = judge_all(data.values(), judges, None, rollout)
+                theirs = next(v for v in verdicts if v.judge == rollout.name)
+                failed = theirs.phase is VerdictPhase.FAILED
+                counts["looks"] += 1
+                counts["rollout_failed_verdicts"] += failed
+                counts["rollout_disagreements"] += failed != (mine >= threshold)
+                diff = abs(float(theirs.numbers["log_e"]) - mine)
+                worst["rollout"] = max(worst["rollout"], diff)
+                if not ((world.f <= look) & (look < world.r) & np.isfinite(world.r)).any():  # no report in flight
+                    worst["settled"] = max(worst["settled"], diff)
+                counts["hazard_ratio_failed_alone"] += not failed and any(
+                    v.phase is VerdictPhase.FAILED for v in verdicts if v.judge == judges[0].name)
+                pairs = Pairs()
+                for stratum_data in data.values():
+                    pairs.add(stratum_data.pairs)
+                    if stratum_data.exposed.devices:
+                        s = int(stratum_data.stratum[1:])
+                        worst["strata"] = max(worst["strata"], abs(logrank_log_e(stratum_data.steps) - float(own[s])))
+                        counts["stratum_looks"] += 1
+                worst["sign"] = max(worst["sign"], abs(sign_log_e(pairs.exposed_only, pairs.placebo_only) - sign))
                 silent = {v.stratum for v in verdicts if v.phase is VerdictPhase.FAILED and v.judge == "silence"}
-                mine_silent = {f"s{x:02d}" for x in silence_failed_at(world, fleet, float(look))}
-                silence_disagree += len(silent ^ mine_silent)
-                silence_failed += len(silent)
-                for name, stratum_data in data.items():
-                    if not stratum_data.exposed.devices:
-                        continue
-                    s = int(name[1:])
-                    theirs = logrank_log_e(stratum_data.steps)
-                    worst = max(worst, abs(theirs - float(mine[s])))
-                    disagree += (name in failed) != bool(mine[s] >= threshold)
-                    compared += 1
-        out[fault.key] = {"stratum_looks": compared, "max_abs_log_e_diff": worst, "verdict_disagreements": disagree,
-                          "silence_failed_verdicts": silence_failed, "silence_disagreements": silence_disagree}
+                mine_silent = {f"s{x:02d}" for x in silence_failed_at(world, fleet, look)}
+                counts["silence_failed_verdicts"] += len(silent)
+                counts["silence_disagreements"] += len(silent ^ mine_silent)
+        out[fault.key] = {**counts, "max_abs_rollout_log_e_diff": worst["rollout"],
+                          "max_abs_rollout_log_e_diff_no_report_in_flight": worst["settled"],
+                          "max_abs_stratum_log_e_diff": worst["strata"], "max_abs_sign_log_e_diff": worst["sign"]}
     return out
 
 
@@ -932,25 +1196,22 @@ def validate(seed: int, rollouts: int, looks: int) -> dict[str, Any]:
 ARGO_THRESHOLDS = tuple(range(1, 41))
 
 
-def run_chunk(task: tuple[Config, int, int, int, int, bool]) -> dict[str, Any]:
+def run_chunk(task: tuple[Config, int, int, int, int]) -> dict[str, Any]:
     """Rollouts [lo, hi) of one fault; every detector on the same worlds (seed = seed, fault, run)."""
-    cfg, fault_index, lo, hi, seed, what_if = task
+    cfg, fault_index, lo, hi, seed = task
     np.seterr(invalid="ignore", over="ignore")
     fleet = Fleet.build(cfg)
     fault = FAULTS[fault_index]
-    names = ["ringfence", "flagger", "kayenta", "oracle-sprt"] + (["proposed"] if what_if else [])
+    names = ["ringfence", "flagger", "kayenta", "oracle-sprt"]
     rows: dict[str, list[Any]] = {k: [] for k in names}
     argo: list[list[tuple[float, dict[str, float]]]] = []
-    by: dict[str, list[str]] = {"ringfence": [], "proposed": []}
+    by: dict[str, list[str]] = {"ringfence": []}
     where: list[int] = []
     for i in range(lo, hi):
         world = simulate(fleet, fault, np.random.default_rng([seed, fault_index, i]))
         series = Series.of(world, fleet)
         halts = {"ringfence": ringfence_halt(world, fleet), "flagger": flagger_halt(series),
                  "kayenta": kayenta_halt(series), "oracle-sprt": oracle_halt(world, fleet)}
-        if what_if:
-            halts["proposed"] = proposed_halt(world, fleet)
-            by["proposed"].append(halts["proposed"].by)
         by["ringfence"].append(halts["ringfence"].by)
         where.append(halts["ringfence"].stratum)
         for name, halt in halts.items():
@@ -989,13 +1250,13 @@ def summarise(rows: Sequence[tuple[float, dict[str, float]]], fault: Fault, cfg:
     return out
 
 
-def run(cfg: Config, fault_runs: int, good_runs: int, seed: int, jobs: int, what_if: bool,
+def run(cfg: Config, fault_runs: int, good_runs: int, seed: int, jobs: int,
         progress: Callable[[str], None]) -> dict[int, dict[str, Any]]:
     tasks = []
     for fi, fault in enumerate(FAULTS):
         runs = good_runs if fault.good else fault_runs
         step = max(1, math.ceil(runs / (4 * jobs)))
-        tasks += [(cfg, fi, lo, min(lo + step, runs), seed, what_if) for lo in range(0, runs, step)]
+        tasks += [(cfg, fi, lo, min(lo + step, runs), seed) for lo in range(0, runs, step)]
     parts: list[dict[str, Any]] = []
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -1042,12 +1303,8 @@ def assemble(cfg: Config, merged: dict[int, dict[str, Any]]) -> dict[str, Any]:
                "flagger": summarise(m["rows"]["flagger"], fault, cfg),
                "kayenta": summarise(m["rows"]["kayenta"], fault, cfg),
                "oracle-sprt": summarise(m["rows"]["oracle-sprt"], fault, cfg)}
-        if "proposed" in m["rows"]:
-            per["proposed"] = summarise(m["rows"]["proposed"], fault, cfg)
-        for name in ("ringfence", "proposed"):
-            by = [b for b in m["by"][name] if b]
-            if name in per:
-                per[name]["halted_by"] = {judge: by.count(judge) for judge in sorted(set(by))}
+        by = [b for b in m["by"]["ringfence"] if b]
+        per["ringfence"]["halted_by"] = {judge: by.count(judge) for judge in sorted(set(by))}
         if fault.scope == "stratum":
             halted = [s for (t, _), s in zip(m["rows"]["ringfence"], m["where"], strict=True) if t <= cfg.horizon_h]
             per["ringfence"]["halts_in_faulty_stratum"] = sum(s == SMALL for s in halted)
@@ -1110,8 +1367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--what-if", action="store_true",
-                        help="also run the judges this benchmark proposes (not in src/; row 'proposed')")
     args = parser.parse_args(argv)
 
     cfg = Config()
@@ -1126,7 +1381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     np.seterr(invalid="ignore", over="ignore")
     check = validate(args.seed, rollouts=1, looks=6 if args.quick else 12)
-    merged = run(cfg, fault_runs, good_runs, args.seed, jobs, args.what_if, progress)
+    merged = run(cfg, fault_runs, good_runs, args.seed, jobs, progress)
     report = assemble(cfg, merged)
     elapsed = time.perf_counter() - started
     if not args.json:
@@ -1155,18 +1410,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, t in headline(report, cfg)["targets"].items():
             shown = "-" if t["value"] is None else f"{t['value']:.3g}"
             print(f"target {name}: {shown} (target {t['target']}): {'met' if t['met'] else 'MISSED'}")
-        print(f"cross-check against tally()/logrank_log_e: {json.dumps(check)}")
+        print(f"cross-check against tally() and the judges: {json.dumps(check)}")
         print(f"runtime {elapsed:.1f} s on {jobs} processes")
     out = {**headline(report, cfg), "runtime_s": round(elapsed, 1), "seed": args.seed, "rollouts_per_fault": fault_runs,
            "good_rollouts": good_runs, "argo_tuned_threshold": report["argo_tuned_threshold"],
            "argo_tuned_target": report["argo_tuned_target"],
            "argo_tuned_false_halt_rate": report["argo_tuned_false_halt_rate"],
            "argo_common_threshold": ARGO_COMMON_THRESHOLD, "wald_asn_x5": wald_asn(5.0, cfg),
-           "what_if_weights": PROPOSED_WEIGHTS if args.what_if else None,
+           "ringfence_weights": {"pooled": DEFAULT_WEIGHTS.pooled, "strata": DEFAULT_WEIGHTS.strata,
+                                 "silence": DEFAULT_WEIGHTS.silence},
            "config": {"devices": cfg.devices, "small_stratum_share": cfg.small_share, "waves": cfg.waves,
                       "horizon_h": cfg.horizon_h, "baseline_rate": cfg.baseline_rate, "poll_h": cfg.poll_h,
                       "trial_h": cfg.trial_h, "trial_timeout_h": cfg.trial_timeout_h,
                       "silence_after_h": cfg.silence_after_h, "f6_silence_after_h": F6_SILENCE_AFTER_H,
+                      "placebo_wait_h": cfg.placebo_wait_h,
                       "alpha": cfg.alpha},
            "validation": check, "results": report["results"]}
     print(json.dumps(out, separators=(",", ":")))

@@ -589,7 +589,7 @@ PLAIN = """
 def test_health_defaults_follow_the_content_category() -> None:
     rapid = parse_plan(plan_text(PLAIN), category=Category.RAPID_RESPONSE).health
     assert (rapid.alpha, rapid.trial_timeout, rapid.silence_after, rapid.hazard_ratio_limit) == (
-        0.05, timedelta(minutes=10), timedelta(hours=2), None)  # the plan's alpha, the category's rest
+        0.05, timedelta(minutes=10), timedelta(hours=16), None)  # the plan's alpha, the category's rest
     software = parse_plan(plan_text(PLAIN), category=Category.SOFTWARE).health
     assert (software.trial_timeout, software.silence_after, software.hazard_ratio_limit) == (
         timedelta(hours=1), timedelta(hours=24), 2.0)

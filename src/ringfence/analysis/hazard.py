@@ -160,6 +160,11 @@ class LogrankEProcess:
     def log_e(self) -> float:
         return _log_mix(self._logs, self._log_weights)
 
+    @property
+    def log_lrs(self) -> list[float]:
+        """Each alternative's log likelihood ratio so far (the pooled test adds these)."""
+        return list(self._logs)
+
 
 def logrank_upper_bound(steps: Sequence[RiskStep], alpha: float) -> float:
     """The smallest theta0 on :data:`BOUND_GRID` that the data reject as too large at level

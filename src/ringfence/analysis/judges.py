@@ -22,7 +22,7 @@ one judge for the whole rollout.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -207,6 +207,15 @@ def stratum_log_e(data: StratumData, min_control: int, baseline_rate: float | No
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """The e-processes' state kept by a caller that sees failures one at a time (the simulator,
+    with :class:`~ringfence.analysis.hazard.LogrankEProcess`), instead of the strata's steps."""
+
+    own: Mapping[str, float]  # stratum -> log E of its own test
+    pooled_lrs: Sequence[float]  # per alternative: the log likelihood ratio summed over strata
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutJudge:
     alpha: float = 0.01
     strata: int = 1  # strata the rollout can reach; those without exposure count with E = 1
@@ -216,20 +225,30 @@ class RolloutJudge:
     mixture: Mixture = DEFAULT_MIXTURE
     name: str = "rollout"
 
+    def evidence(self, strata: Sequence[StratumData]) -> Evidence:
+        own = {d.stratum: stratum_log_e(d, self.min_control, self.baseline_rate, self.mixture) for d in strata}
+        pooled_lrs = [0.0] * len(self.mixture.thetas)
+        for d in strata:
+            if d.control.devices >= self.min_control:
+                pooled_lrs = [a + b for a, b in zip(pooled_lrs, log_lrs(d.steps, self.mixture), strict=True)]
+        return Evidence(own, pooled_lrs)
+
     def stratum_alpha(self) -> float:
         """The level at which one stratum alone halts the rollout: its e-value, weighted into
         the strata's mean, reaches 1/alpha on its own."""
         return self.alpha * self.weights.strata / max(self.strata, 1)
 
-    def judge(self, strata: Sequence[StratumData]) -> Verdict:
+    def judge(self, strata: Sequence[StratumData], evidence: Evidence | None = None) -> Verdict:
+        """``evidence``: the e-processes kept incrementally; without it they are computed from
+        the strata's steps."""
         k = max(self.strata, len(strata), 1)
-        own = {d.stratum: stratum_log_e(d, self.min_control, self.baseline_rate, self.mixture) for d in strata}
-        pooled_lrs = [0.0] * len(self.mixture.thetas)
         pairs = Pairs()
         for d in strata:
-            if d.control.devices >= self.min_control:
-                pooled_lrs = [a + b for a, b in zip(pooled_lrs, log_lrs(d.steps, self.mixture), strict=True)]
             pairs.add(d.pairs)
+        if evidence is None:
+            evidence = self.evidence(strata)
+        own = {d.stratum: evidence.own.get(d.stratum, 0.0) for d in strata}
+        pooled_lrs = evidence.pooled_lrs
         pooled = mix(pooled_lrs, self.mixture)
         mean = log_average([(1 / k, e) for e in own.values()] + [((k - len(own)) / k, 0.0)])
         silence = sign_log_e(pairs.exposed_only, pairs.placebo_only, self.mixture)
@@ -272,7 +291,8 @@ def _e(log_e: float) -> float:
 
 
 def judge_all(strata: Iterable[StratumData], judges: Sequence[Judge],
-              baseline: BaselineJudge | None = None, rollout: RolloutJudge | None = None) -> list[Verdict]:
+              baseline: BaselineJudge | None = None, rollout: RolloutJudge | None = None,
+              evidence: Evidence | None = None) -> list[Verdict]:
     """Every judge on every stratum with exposure (where the hazard-ratio judge finds the control
     group too small, the baseline judge, if a rate is known, decides instead), then the rollout
     judge over all of them."""
@@ -293,7 +313,7 @@ def judge_all(strata: Iterable[StratumData], judges: Sequence[Judge],
             verdicts.append(verdict)
     if rollout is not None and any(d.exposed.devices for d in data):
         try:
-            verdicts.insert(0, rollout.judge(data))
+            verdicts.insert(0, rollout.judge(data, evidence))
         except (ArithmeticError, ValueError) as exc:
             verdicts.insert(0, Verdict(rollout.name, "*", VerdictPhase.ERROR,
                                        f"the rollout judge could not run: {exc}"))

@@ -121,7 +121,10 @@ class Pairs:
 
 
 def pair(tracks: list[Track], now: datetime, silence: Silence) -> Pairs:
-    exposed = sorted((t for t in tracks if t.exposed_at is not None), key=lambda t: (t.exposed_at, t.device_id))
+    # Only devices exposed while watched: after a resume, those exposed before it had their
+    # trials judged already, and the placebos asked since belong to the devices exposed since.
+    exposed = sorted((t for t in tracks if t.exposed_at is not None and t.exposed_at >= t.since),
+                     key=lambda t: (t.exposed_at, t.device_id))
     placebos = sorted((t for t in tracks if t.placebo_at is not None), key=lambda t: (t.placebo_at, t.device_id))
     pairs = Pairs(waiting=max(len(exposed) - len(placebos), 0))
     for e, p in zip(exposed, placebos, strict=False):

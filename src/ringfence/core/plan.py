@@ -171,15 +171,17 @@ class Health:
 
 
 # What a plan without (part of) a ``health:`` section gets, by the content type's category.
-# Rapid content loads in seconds and its harm comes fast: short trials and silence windows, and
-# promotion on soak and min_devices alone (speed matters; the judges still halt at any look).
+# Rapid content loads in seconds and its harm comes fast: short trials, and promotion on soak
+# and min_devices alone (speed matters; the judges still halt at any look). Fleets include
+# workstations that sleep 10-14 hours a night, so "not heard from" becomes a failure only after
+# 16 hours (the placebo test, not this rule, catches a device that dies while it loads).
 # Software installs, may reboot, and runs for weeks: longer trials, and promotion waits until
 # the hazard ratio is bounded below 2.
 HEALTH_DEFAULTS: dict[Category | None, Health] = {
     None: Health(),
-    Category.RAPID_RESPONSE: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=2)),
-    Category.SYSTEM_CRITICAL: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=2)),
-    Category.CONFIGURATION: Health(trial_timeout=timedelta(minutes=15), silence_after=timedelta(hours=6)),
+    Category.RAPID_RESPONSE: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=16)),
+    Category.SYSTEM_CRITICAL: Health(trial_timeout=timedelta(minutes=10), silence_after=timedelta(hours=16)),
+    Category.CONFIGURATION: Health(trial_timeout=timedelta(minutes=15), silence_after=timedelta(hours=16)),
     Category.SOFTWARE: Health(hazard_ratio_limit=2.0, trial_timeout=timedelta(hours=1),
                               silence_after=timedelta(hours=24)),
 }
