@@ -1,0 +1,121 @@
+"""The fleet simulator's invariants: hosts are conserved, caps hold, a seed decides everything,
+scenarios are validated with field and line, and the built-in scenarios tell the story they are
+meant to (Ringfence stops the 2024 update within its canary; a global push does not)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ringfence.core.errors import InvalidInput
+from ringfence.plans import default_plan
+from ringfence.sim.peers import STRATEGIES, PeerRun
+from ringfence.sim.result import RunResult
+from ringfence.sim.ringfence import RingfenceRun
+from ringfence.sim.run import build_fleet, compare, run_plan
+from ringfence.sim.scenario import ScenarioError, load_scenario, parse_scenario
+
+SMALL = 30_000
+
+
+def invariants(r: RunResult) -> None:
+    assert 0 <= r.crashed <= r.exposed <= r.hosts
+    assert r.auto_recovered + r.manual_repair <= r.crashed
+    for curve in (r.exposed_curve, r.crashed_curve, r.recovered_curve):
+        assert all(a <= b for a, b in itertools.pairwise(curve))  # counts of "ever" never fall
+    assert r.exposed_curve[-1] == r.exposed and r.crashed_curve[-1] == r.crashed
+
+
+def test_ringfence_stops_the_2024_update_in_its_first_wave_and_every_crashed_host_recovers() -> None:
+    scenario = load_scenario("crowdstrike-2024").scaled(SMALL)
+    r = run_plan(scenario, None, seed=3)
+    invariants(r)
+    assert r.halted and r.phase == "rolled_back"
+    assert 0 < r.crashed <= 100
+    assert r.manual_repair == 0 and r.auto_recovered == r.crashed  # the crash-loop guard, no server needed
+    assert r.first_failure_to_halt_s is not None and r.first_failure_to_halt_s <= 60
+    assert r.history[2]["intent"] == "halt" and r.history[2]["wave"] == 0
+
+
+def test_a_global_push_crashes_every_online_windows_host_and_leaves_them_for_hands_on_repair() -> None:
+    scenario = load_scenario("crowdstrike-2024").scaled(SMALL)
+    fleet = build_fleet(scenario, 3)
+    push = next(s for s in STRATEGIES if s.name == "global-push")
+    r = PeerRun(scenario, fleet, push, np.random.default_rng([3, 1])).run(3)
+    invariants(r)
+    windows = int((fleet.platform == fleet.platforms.index("windows")).sum())
+    assert r.crashed > windows // 3  # everyone online at 04:09 UTC, and more as they wake
+    assert r.manual_repair > r.crashed // 2
+    assert r.halted and r.halt_reason == "reverted by the vendor"
+
+
+def test_a_good_update_reaches_99_percent_of_online_hosts_within_the_hour_without_a_halt() -> None:
+    scenario = load_scenario("good-update").scaled(SMALL)
+    r = run_plan(scenario, None, seed=3)
+    invariants(r)
+    assert not r.halted and r.phase == "completed" and r.crashed == 0
+    assert r.time_to_99pct_s is not None and r.time_to_99pct_s <= 3600
+
+
+def test_waves_never_exceed_their_caps() -> None:
+    scenario = load_scenario("good-update").scaled(SMALL)
+    plan = default_plan(scenario.category)
+    fleet = build_fleet(scenario, 5)
+    run = RingfenceRun(scenario, fleet, plan, np.random.default_rng(5))
+    run.run(5)
+    world = run.world
+    for index, cohort in enumerate(run.table):
+        in_wave = world.wave == index
+        if cohort.total_cap is not None:
+            assert in_wave.sum() <= cohort.total_cap
+        if cohort.stratum_caps is not None:
+            counts = np.bincount(run.stratum[in_wave], minlength=len(run.strata))
+            for code, name in enumerate(run.strata):
+                assert counts[code] <= (cohort.cap(name) or 0), (index, name)
+    assert (world.wave[np.isfinite(world.admitted)] >= 0).all()
+
+
+def test_a_seed_decides_everything() -> None:
+    scenario = load_scenario("subtle-regression").scaled(10_000)
+    first = [r.as_dict(curves=True) for r in compare(scenario, seed=11)]
+    second = [r.as_dict(curves=True) for r in compare(scenario, seed=11)]
+    for a, b in zip(first, second, strict=True):
+        a.pop("wall_s"), b.pop("wall_s")
+        assert a == b
+    other = [r.as_dict() for r in compare(scenario, seed=12)]
+    assert [r["exposed"] for r in other] != [r["exposed"] for r in first]
+
+
+SCENARIO = """\
+name: broken
+horizon: 2h
+fleet:
+  regions: {eu: {share: 1, utc_offset: 1}}
+  platforms:
+    windows: {hosts: 100, workstation_share: 2}
+faults:
+  - select: {platform: [beos]}
+    kind: crash-on-load
+  - kind: meltdown
+outages:
+  - {region: eu, at: soon, duration: 1h}
+colour: blue
+"""
+
+
+def test_scenario_errors_name_every_field_and_line() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(SCENARIO, "broken.yaml")
+    problems = {(p.field, p.line) for p in caught.value.problems}
+    assert ("fleet.platforms.windows.workstation_share", 6) in problems
+    assert ("faults.1.kind", 10) in problems
+    assert ("outages.0.at", 12) in problems
+    assert ("colour", 13) in problems
+    assert str(caught.value).startswith("broken.yaml:")
+    fixed = SCENARIO.replace("workstation_share: 2", "workstation_share: 0.5").replace("at: soon", "at: 10m")
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.select\.platform 'beos' is not a platform"):
+        parse_scenario(fixed.replace("  - kind: meltdown\n", "").replace("colour: blue\n", ""))
+    with pytest.raises(InvalidInput, match=r"no scenario 'nowhere\.yaml'"):
+        load_scenario("nowhere.yaml")
