@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ringfence.agent.answers import Desired, HashOnly, Verifier, parse_desired
+from ringfence.agent.answers import Desired, HashOnly, Verifier, parse_desired, revocations
 from ringfence.agent.appliers import Applier, ApplyFailed, CommandApplier, ContentApplier
 from ringfence.agent.config import AgentConfig, ContentTypeSpec, default_attributes
 from ringfence.agent.durable import write_atomic
@@ -251,17 +251,10 @@ class Agent:
         self._honour_revocations(answer.get("revoked") or {}, at_start=True)
 
     def _honour_revocations(self, revoked: dict[str, Any], *, at_start: bool = False) -> None:
-        for content_type, info in revoked.items():
-            c = self.state.content.get(content_type)
-            version = str(info.get("version", ""))
-            if c is None or c.active is None or c.active.version != version:
-                continue
-            reason = f"revoked by the server: {info.get('reason') or 'rolled back'}"
-            if at_start:
-                reason += " (found before loading it)"
-            back = c.lkg if c.lkg is not None and c.lkg.version != version else c.way_back(version, {version})
-            log.warning("%s %s %s; reverting to %s", content_type, version, reason, back.version if back else "none")
-            self._revert(content_type, version, back, reason, "rolled_back")
+        for r in revocations(self.state, revoked, at_start=at_start):
+            log.warning("%s %s %s; reverting to %s", r.content_type, r.version, r.reason,
+                        r.back.version if r.back else "none")
+            self._revert(r.content_type, r.version, r.back, r.reason, "rolled_back")
 
     def _load_credential(self) -> None:
         path = self.state_dir / "credential.json"

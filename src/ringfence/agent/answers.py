@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ringfence.agent.journal import VersionRef
+from ringfence.agent.journal import State, VersionRef
 from ringfence.core.errors import InvalidInput
 from ringfence.core.models import check_content_type_name, check_sha256, check_version
 
@@ -69,3 +69,29 @@ def parse_desired(content_type: str, raw: Any) -> Desired | None:
     except (InvalidInput, AttributeError, KeyError, TypeError, ValueError) as exc:
         log.error("ignoring the server's answer for %s: %s", content_type, exc)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A version the device runs that the server revoked, and where to go instead."""
+
+    content_type: str
+    version: str
+    back: VersionRef | None  # the last-known-good (or an older committed version); None: no content
+    reason: str
+
+
+def revocations(state: State, revoked: dict[str, Any], *, at_start: bool = False) -> list[Revocation]:
+    """Of the server's ``revoked`` answer, the versions this device actually runs."""
+    out: list[Revocation] = []
+    for content_type, info in revoked.items():
+        c = state.content.get(content_type)
+        version = str(info.get("version", ""))
+        if c is None or c.active is None or c.active.version != version:
+            continue
+        reason = f"revoked by the server: {info.get('reason') or 'rolled back'}"
+        if at_start:
+            reason += " (found before loading it)"
+        back = c.lkg if c.lkg is not None and c.lkg.version != version else c.way_back(version, {version})
+        out.append(Revocation(content_type, version, back, reason))
+    return out

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, ApiError, Client
+from ringfence.cli.sim import sim_app
 from ringfence.core.errors import PlanError, RingfenceError
 
 app = typer.Typer(help="Ringfence: safe progressive delivery of updates to large fleets.", no_args_is_help=True,
@@ -39,6 +40,7 @@ app.add_typer(release_app, name="release")
 app.add_typer(rollout_app, name="rollout")
 agent_app = typer.Typer(help="The endpoint agent.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+app.add_typer(sim_app, name="sim")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
