@@ -22,6 +22,7 @@ from rich.table import Table
 
 from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, ApiError, Client
 from ringfence.cli.sim import sim_app
+from ringfence.cli.validate import validate_command
 from ringfence.core.errors import PlanError, RingfenceError
 
 app = typer.Typer(help="Ringfence: safe progressive delivery of updates to large fleets.", no_args_is_help=True,
@@ -41,6 +42,7 @@ app.add_typer(rollout_app, name="rollout")
 agent_app = typer.Typer(help="The endpoint agent.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
+app.command("validate")(validate_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ringfence.core.errors import InvalidInput, PlanProblem
 from ringfence.core.models import Category
 from ringfence.core.plan import parse_duration
+from ringfence.core.yamlpath import line_of
 from ringfence.sim.fleet import FleetSpec, PlatformSpec, RegionSpec
 
 BUILT_IN = ("crowdstrike-2024", "good-update", "subtle-regression")
@@ -328,24 +329,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
                 message = "unknown field"
             elif error["type"] == "missing":
                 message = "required field is missing"
-            problems.append(PlanProblem(field, message, _line(root, path)))
+            problems.append(PlanProblem(field, message, line_of(root, path)))
         raise ScenarioError(problems, source) from None
-
-
-def _line(node: yaml.Node | None, path: list[str]) -> int | None:
-    """The 1-based line of the YAML node at ``path`` (or of its nearest existing parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
-            node = node.value[int(part)]
-        else:
-            node = None
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line
 
 
 def load_scenario(name_or_path: str) -> Scenario:

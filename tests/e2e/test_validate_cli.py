@@ -1,0 +1,84 @@
+"""``ringfence validate`` on the sample sensor's content type, as a release engineer runs it: the
+2024 file is stopped with a sentence a person understands, the platform matrix catches it on its
+own, a latent instance is found only by fuzzing, and good content passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import run_cli
+
+pytestmark = pytest.mark.e2e
+
+SENSOR = Path(__file__).resolve().parents[2] / "examples" / "sensor"
+DEFINITION = str(SENSOR / "ipc-templates.yaml")
+
+
+def validate_json(name: str, *options: str) -> tuple[int, dict[str, Any]]:
+    proc = run_cli("validate", str(SENSOR / "instances" / f"{name}.json"), "--type-file", DEFINITION, "--json",
+                   *options)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def not_passed(report: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    return [(r["validator"], r["target"], r["status"]) for r in report["results"] if r["status"] != "passed"]
+
+
+def test_good_content_passes_every_validator() -> None:
+    code, report = validate_json("good")
+    assert code == 0
+    assert report["ok"] is True
+    assert {r["validator"] for r in report["results"]} == {"schema", "contract", "fuzz", "matrix"}
+    assert len([r for r in report["results"] if r["validator"] == "matrix"]) == 6
+
+
+def test_the_2024_file_fails_with_one_line_a_person_understands() -> None:
+    # Given the 21st ipc-pipe field read by a non-wildcard criterion, while sensor 7.11 supplies 20
+    proc = run_cli("validate", str(SENSOR / "instances" / "bad-field-count.json"), "--type-file", DEFINITION)
+    # Then it is not released, and the first line says why
+    assert proc.returncode == 1
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("failed")
+    assert ("instance 291-d of template ipc-pipe reads field 20 (the 21st), but sensor 7.11 supplies only 20 fields"
+            " (0-19) for ipc-pipe") in first
+    assert "NOT OK" in proc.stdout.splitlines()[-1]
+
+
+def test_without_the_contract_validator_the_matrix_crashes_on_windows_with_7_11_only() -> None:
+    code, report = validate_json("bad-field-count", "--skip", "contract")
+    assert code == 1
+    assert report["skipped"] == ["contract"]
+    matrix = {r["target"]: r for r in report["results"] if r["validator"] == "matrix"}
+    failed = sorted(t for t, r in matrix.items() if r["status"] != "passed")
+    assert failed == ["windows 10 x86_64 / 7.11", "windows 11 x86_64 / 7.11"]
+    assert all(matrix[t]["details"]["signal"] == "SIGABRT" for t in failed)
+    assert "crashed (killed by SIGABRT)" in matrix[failed[0]]["message"]
+    assert len(matrix) == 6  # every target was run and judged
+
+
+def test_a_latent_instance_is_found_only_by_fuzzing() -> None:
+    code, report = validate_json("latent")
+    assert code == 1
+    problems = not_passed(report)
+    assert problems == [("fuzz", "wildcard-to-value: instance 291-a field 20", "failed")]
+    contract = next(r for r in report["results"] if r["validator"] == "contract")
+    assert contract["status"] == "passed" and contract["details"]["warnings"]  # passed, but warned
+    assert "crashes sensor 7.11 on windows (killed by SIGABRT)" in report["results"][0]["message"]
+
+
+def test_a_server_content_type_is_not_available_offline_yet() -> None:
+    proc = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type", "sensor/ipc-templates")
+    assert proc.returncode == 2
+    assert "not available offline yet: use --type-file" in proc.stderr
+
+
+def test_a_broken_definition_names_field_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(Path(DEFINITION).read_text().replace("arch: arm64", "arch: arm64, cpu: m3"))
+    proc = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type-file", str(broken))
+    assert proc.returncode == 2
+    assert f"{broken}:" in proc.stderr and ": targets.5.cpu: unknown field" in proc.stderr
