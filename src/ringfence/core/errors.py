@@ -33,11 +33,12 @@ class InvalidInput(RingfenceError):
     code = "invalid_input"
 
 
-class PlanError(InvalidInput):
-    """A plan that does not validate. ``problems`` lists every issue found, each with the
-    dotted field path and the 1-based line in the source file (None when unknown)."""
+class DocumentError(InvalidInput):
+    """A YAML document (plan, scenario, content-type definition) that does not validate.
+    ``problems`` lists every issue found, each with the dotted field path and the 1-based line
+    in the source file (None when unknown)."""
 
-    code = "invalid_plan"
+    code = "invalid_document"
 
     def __init__(self, problems: list[PlanProblem], source: str = "<plan>") -> None:
         self.problems = problems
@@ -48,6 +49,12 @@ class PlanError(InvalidInput):
             f"{source}:{first.line or '?'}: {first.field}: {first.message}{more}",
             problems=[p.as_dict() for p in problems],
         )
+
+
+class PlanError(DocumentError):
+    """A plan that does not validate."""
+
+    code = "invalid_plan"
 
 
 class PlanProblem:

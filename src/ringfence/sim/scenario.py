@@ -49,30 +49,21 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ringfence.core.errors import InvalidInput, PlanProblem
+from ringfence.core.errors import DocumentError, InvalidInput
 from ringfence.core.models import Category
 from ringfence.core.plan import parse_duration
-from ringfence.core.yamlpath import line_of
+from ringfence.core.yamlpath import load_document, model_problems
 from ringfence.sim.fleet import FleetSpec, PlatformSpec, RegionSpec
 
 BUILT_IN = ("crowdstrike-2024", "good-update", "subtle-regression")
 
 
-class ScenarioError(InvalidInput):
+class ScenarioError(DocumentError):
     """A scenario that does not validate: every problem with its dotted field and line."""
 
     code = "invalid_scenario"
-
-    def __init__(self, problems: list[PlanProblem], source: str = "<scenario>") -> None:
-        self.problems = problems
-        self.source = source
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"{source}:{first.line or '?'}: {first.field}: {first.message}{more}",
-                         problems=[p.as_dict() for p in problems])
 
 
 def _seconds(value: Any) -> float:
@@ -307,30 +298,11 @@ class Scenario(_Model):
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Validate and parse a scenario. Raises :class:`ScenarioError` naming every bad field and
     its line."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError([PlanProblem("<yaml>", f"not valid YAML: {problem}",
-                                         mark.line + 1 if mark is not None else None)], source) from None
-    if not isinstance(data, dict):
-        raise ScenarioError([PlanProblem("<scenario>", "must be a mapping with name and fleet", 1)], source)
+    root, data = load_document(text, source, ScenarioError, "name and fleet")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            path = [str(p) for p in error["loc"]]
-            field = ".".join(path) or "<scenario>"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif error["type"] == "missing":
-                message = "required field is missing"
-            problems.append(PlanProblem(field, message, line_of(root, path)))
-        raise ScenarioError(problems, source) from None
+        raise ScenarioError(model_problems(exc, root), source) from None
 
 
 def load_scenario(name_or_path: str) -> Scenario:

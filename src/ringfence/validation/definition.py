@@ -33,7 +33,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from jsonschema import SchemaError  # type: ignore[import-untyped]
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 from pydantic import (
@@ -47,26 +46,18 @@ from pydantic import (
     model_validator,
 )
 
-from ringfence.core.errors import InvalidInput, PlanProblem
+from ringfence.core.errors import DocumentError, PlanProblem
 from ringfence.core.models import PLATFORMS, Category
-from ringfence.core.yamlpath import line_of
+from ringfence.core.yamlpath import line_of, load_document, model_problems
 
 BUILT_IN_VALIDATORS = ("schema", "contract", "command", "fuzz", "matrix")
 _NEEDS_CONSUMER = ("contract", "fuzz", "matrix")
 
 
-class DefinitionError(InvalidInput):
+class DefinitionError(DocumentError):
     """A content-type definition that does not validate: every problem with its field and line."""
 
     code = "invalid_content_type_definition"
-
-    def __init__(self, problems: list[PlanProblem], source: str = "<definition>") -> None:
-        self.problems = problems
-        self.source = source
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"{source}:{first.line or '?'}: {first.field}: {first.message}{more}",
-                         problems=[p.as_dict() for p in problems])
 
 
 def _label(value: Any) -> Any:
@@ -183,17 +174,7 @@ def parse_definition(text: str, source: str = "<definition>", base_dir: Path | N
                      known_validators: Collection[str] = BUILT_IN_VALIDATORS) -> ContentTypeDefinition:
     """Validate and parse a definition. Raises :class:`DefinitionError` naming every bad field and
     its line."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError([PlanProblem("<yaml>", f"not valid YAML: {problem}",
-                                           mark.line + 1 if mark is not None else None)], source) from None
-    if not isinstance(data, dict):
-        raise DefinitionError([PlanProblem("<definition>", "must be a mapping with name, category, format and "
-                                           "validators", 1)], source)
+    root, data = load_document(text, source, DefinitionError, "name, category, format and validators")
     problems: list[PlanProblem] = []
     required = data.get("validators", {}).get("required") if isinstance(data.get("validators"), dict) else None
     for position, name in enumerate(required if isinstance(required, list) else []):
@@ -204,15 +185,7 @@ def parse_definition(text: str, source: str = "<definition>", base_dir: Path | N
     try:
         definition = ContentTypeDefinition.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
-            path = [str(p) for p in error["loc"]]
-            field = ".".join(path) or "<definition>"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif error["type"] == "missing":
-                message = "required field is missing"
-            problems.append(PlanProblem(field, message, line_of(root, path)))
+        problems += model_problems(exc, root)
         raise DefinitionError(problems, source) from None
     if problems:
         raise DefinitionError(problems, source)
