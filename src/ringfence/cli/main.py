@@ -182,11 +182,18 @@ def plan_check(plan: Path, json_out: Json = False) -> None:
 def content_type_create(
     name: str, category: Annotated[str, typer.Option("--category", help="rapid-response, system-critical, "
                                                       "software or configuration")],
+    definition: Annotated[Path | None, typer.Option(
+        "--definition", help="a content-type definition (YAML): releases must pass its validators before they "
+        "start; its consumer commands run on the server from this file's directory")] = None,
     server: Server = None, token: Token = None, json_out: Json = False,
 ) -> None:
-    """Create a content type."""
+    """Create a content type, optionally with the definition its releases are validated against."""
+    body: dict[str, Any] = {"name": name, "category": category}
+    if definition is not None:
+        body |= {"definition": definition.read_text(encoding="utf-8"),
+                 "definition_dir": str(definition.resolve().parent)}
     with Client(server, token) as c:
-        result = c.post("/v1/content-types", {"name": name, "category": category})
+        result = c.post("/v1/content-types", body)
     _print_json(result) if json_out else out.print(f"content type {result['name']} ({result['category']}) created")
 
 
@@ -317,6 +324,14 @@ def release_list(
     out.print(table)
 
 
+def _print_action(result: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        _print_json(result)
+    else:
+        out.print(f"{result['release']}: {result['phase']} (wave {result['wave'] + 1} of {len(result['waves'])}, "
+                  f"{result['wave_name']})")
+
+
 def _rollout_action(action: str) -> Callable[..., None]:
     @reports
     def command(
@@ -326,14 +341,9 @@ def _rollout_action(action: str) -> Callable[..., None]:
     ) -> None:
         with Client(server, token) as c:
             result = c.post(f"/v1/rollouts/{release_id}/{action}", {"reason": reason})
-        if json_out:
-            _print_json(result)
-        else:
-            out.print(f"{result['release']}: {result['phase']} (wave {result['wave'] + 1} of {len(result['waves'])}, "
-                      f"{result['wave_name']})")
+        _print_action(result, json_out)
 
     command.__doc__ = {
-        "start": "Start rolling out a ready release (first wave).",
         "pause": "Stop admitting new devices; routine, resume at will.",
         "resume": "Resume a paused rollout, or a halted one (give --reason).",
         "halt": "Stop admitting new devices because something is wrong; exposed devices keep the version.",
@@ -342,7 +352,22 @@ def _rollout_action(action: str) -> Callable[..., None]:
     return command
 
 
-for _action in ("start", "pause", "resume", "halt", "rollback"):
+@rollout_app.command("start")
+@reports
+def rollout_start(
+    release_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="why; kept in the history")] = "",
+    emergency: Annotated[bool, typer.Option("--emergency", help="start although the release failed validation "
+                                            "(needs --reason; written to the history and shown in status)")] = False,
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Start rolling out a ready release (first wave); refused when it failed validation."""
+    with Client(server, token) as c:
+        result = c.post(f"/v1/rollouts/{release_id}/start", {"reason": reason, "emergency": emergency})
+    _print_action(result, json_out)
+
+
+for _action in ("pause", "resume", "halt", "rollback"):
     rollout_app.command(_action)(_rollout_action(_action))
 
 

@@ -12,16 +12,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
-from ringfence.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from ringfence.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from ringfence.core.models import check_sha256, check_version, parse_category
+from ringfence.core.plan import parse_plan
 from ringfence.core.rollout import OPERATOR_INTENTS, Intent, Phase
+from ringfence.delivery.blobs import BlobStore
 from ringfence.engine.reconciler import Observations, step
 from ringfence.server import auth
 from ringfence.server.auth import Actor
 from ringfence.server.schemas import ContentTypeIn, EnrollTokenIn, ReasonIn, ReleaseIn
-from ringfence.store import access, releases
+from ringfence.store import access, releases, validations
 from ringfence.store.telemetry import rollout_status
+from ringfence.validation import ContentTypeDefinition, ValidationResult, validate
 
 router = APIRouter(prefix="/v1")
 Reader = Annotated[Actor, Depends(auth.reader)]
@@ -35,8 +39,10 @@ def create_content_type(body: ContentTypeIn, who: Admin, request: Request) -> di
     rt = auth.runtime(request)
     category = parse_category(body.category)
     with rt.db.session() as s:
-        row = releases.create_content_type(s, body.name, category, actor=who.name, now=rt.clock.now())
-        return {"name": row.name, "category": row.category}
+        row = releases.create_content_type(s, body.name, category, actor=who.name, now=rt.clock.now(),
+                                           definition=body.definition, definition_dir=body.definition_dir)
+        return {"name": row.name, "category": row.category, **({"definition_dir": row.definition_dir}
+                                                               if row.definition is not None else {})}
 
 
 @router.get("/content-types")
@@ -107,16 +113,47 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
     who = await asyncio.to_thread(auth.releaser, request)
 
     def _create() -> dict[str, Any]:
+        with rt.db.session() as s:  # short: nothing is held while the validators run
+            judged = _validation_inputs(s, body.content_type, body.version, body.plan, body.plan_origin)
+        results = _judge(*judged, rt.blobs) if judged is not None else ()
         now = rt.clock.now()
         with rt.db.session() as s:
             row = releases.create_release(s, content_type=body.content_type, version=body.version,
                                           plan_source=body.plan, plan_origin=body.plan_origin, actor=who.name,
                                           now=now)
+            if judged is not None:
+                validations.record(s, row.id, results, now)
             for action in step(releases.rollout_state(row), releases.release_plan(row), Observations(), now):
                 releases.apply_intent(s, row.id, action.intent, actor="system", reason=action.reason, now=now)
             return rollout_status(s, row.id, rt.clock.now())
 
     return await asyncio.to_thread(_create)
+
+
+def _validation_inputs(s: Session, content_type: str, version: str, plan: str,
+                       plan_origin: str) -> tuple[ContentTypeDefinition, str, tuple[str, ...]] | None:
+    """What the validators need for a release (definition, artifact sha256, live consumer
+    versions), or None for a content type without a definition. Refuses an unknown artifact or a
+    bad plan before the validators spend seconds on it."""
+    definition = validations.definition_of(s, content_type)
+    if definition is None:
+        return None
+    parse_plan(plan, plan_origin, definition.category)
+    artifact = releases.find_artifact(s, content_type, version)
+    if artifact is None:
+        raise NotFound(f"no artifact {content_type} {version}; push it first", content_type=content_type,
+                       version=version)
+    return definition, artifact.sha256, validations.live_consumer_versions(s, definition)
+
+
+def _judge(definition: ContentTypeDefinition, sha256: str, live: tuple[str, ...],
+           blobs: BlobStore) -> tuple[ValidationResult, ...]:
+    """Every result of the definition's required validators on the stored artifact; a run that
+    cannot start at all (unreadable artifact) is one ``error`` result, never a pass."""
+    try:
+        return validate(definition, blobs.path(sha256), live).ordered()
+    except (OSError, InvalidInput) as exc:
+        return (ValidationResult("validation", None, "error", f"validation could not run: {exc}"),)
 
 
 @router.get("/releases")
@@ -155,16 +192,41 @@ async def rollout_action(release_id: str, action: str, request: Request,
     rt = auth.runtime(request)
     who = await asyncio.to_thread(auth.actor, request, needs)
     reason = body.reason if body else ""
+    emergency = body.emergency if body else False
+    if emergency and intent is not Intent.START:
+        raise InvalidInput("emergency applies only to start", field="emergency", value=True)
 
     def _apply() -> dict[str, Any]:
         with rt.db.session() as s:
-            releases.apply_intent(s, release_id, intent, actor=who.name, reason=reason, now=rt.clock.now())
+            text, details = reason, None
+            if intent is Intent.START:
+                text, details = _start_gate(s, release_id, reason, emergency=emergency)
+            releases.apply_intent(s, release_id, intent, actor=who.name, reason=text, now=rt.clock.now(),
+                                  details=details)
         with rt.db.session() as s:
             return rollout_status(s, release_id, rt.clock.now())
 
     status = await asyncio.to_thread(_apply)
     await rt.reload_views()
     return status
+
+
+def _start_gate(s: Session, release_id: str, reason: str, *, emergency: bool) -> tuple[str, dict[str, Any] | None]:
+    """The validation gate of ``start``: the history reason and details to start with. Raises
+    ``Conflict`` naming every failed or error check unless ``emergency`` (with a reason)
+    overrides it; the override is written to the start's history entry."""
+    row = releases.get_release(s, release_id)
+    checks = validations.start_problems(s, release_id, row.content_type)
+    if not checks:
+        return reason, None
+    if not emergency:
+        raise Conflict(f"validation failed: {'; '.join(checks)}", release=release_id, checks=checks)
+    if not reason.strip():
+        raise InvalidInput("an emergency override of failed validation needs a reason", field="reason", value=reason)
+    return (f"emergency override of failed validation: {'; '.join(checks)}; reason: {reason}",
+            {"emergency": True, "reason": reason, "checks": checks,
+             "approval": "one person (the starter); second-person approval is not implemented yet and comes "
+                         "with the security work"})
 
 
 @router.get("/devices")

@@ -17,6 +17,10 @@ class _Strict(BaseModel):
 class ContentTypeIn(_Strict):
     name: str = Field(max_length=128)
     category: str
+    definition: str | None = Field(default=None, max_length=256_000,
+                                   description="the YAML text of the content-type definition")
+    definition_dir: str | None = Field(default=None, max_length=1000,
+                                       description="absolute directory on the server where its consumer runs")
 
 
 class ReleaseIn(_Strict):
@@ -28,6 +32,7 @@ class ReleaseIn(_Strict):
 
 class ReasonIn(_Strict):
     reason: str = Field(default="", max_length=2000)
+    emergency: bool = Field(default=False, description="start despite failed validation (needs a reason)")
 
 
 class EnrollTokenIn(_Strict):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, object_session
 
 from ringfence.core.assignment import Target
 from ringfence.core.clock import utc
-from ringfence.core.errors import Conflict, NotFound
+from ringfence.core.errors import Conflict, InvalidInput, NotFound
 from ringfence.core.models import Category, check_content_type_name, check_sha256, check_version
 from ringfence.core.plan import Plan, parse_plan
 from ringfence.core.rollout import (
@@ -34,13 +34,22 @@ from ringfence.core.rollout import (
     transition,
 )
 from ringfence.store.schema import ArtifactRow, ContentTypeRow, HistoryRow, ReleaseRow
+from ringfence.store.validations import check_definition
 
 
-def create_content_type(s: Session, name: str, category: Category, *, actor: str, now: datetime) -> ContentTypeRow:
+def create_content_type(s: Session, name: str, category: Category, *, actor: str, now: datetime,
+                        definition: str | None = None, definition_dir: str | None = None) -> ContentTypeRow:
+    """Create a content type, with its content-type definition if given (checked first: a bad
+    one raises ``DefinitionError`` naming field and line; see :mod:`ringfence.store.validations`)."""
     check_content_type_name(name)
+    if definition is not None:
+        check_definition(name, category, definition, definition_dir)
+    elif definition_dir is not None:
+        raise InvalidInput("definition_dir without a definition", field="definition_dir", value=definition_dir)
     if s.get(ContentTypeRow, name) is not None:
         raise Conflict(f"content type {name!r} already exists", name=name)
-    row = ContentTypeRow(name=name, category=category.value, created_at=now, created_by=actor)
+    row = ContentTypeRow(name=name, category=category.value, created_at=now, created_by=actor,
+                         definition=definition, definition_dir=definition_dir if definition is not None else None)
     s.add(row)
     try:
         s.flush()

@@ -87,11 +87,17 @@ class DeviceVersion(Base):
 
 
 class ContentTypeRow(Base):
+    """A content type. ``definition`` is the YAML text of its content-type definition (what
+    :mod:`ringfence.validation` checks a release against), ``definition_dir`` the directory on the
+    server where the definition's consumer commands run; both None for a type without one."""
+
     __tablename__ = "content_types"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     category: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(Stamp)
     created_by: Mapped[str] = mapped_column(String(200))
+    definition: Mapped[str | None] = mapped_column(Text, nullable=True)
+    definition_dir: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
 
 class ArtifactRow(Base):
@@ -144,6 +150,21 @@ class HistoryRow(Base):
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ValidationRow(Base):
+    """One result of the validators run on a release's artifact when the release was created;
+    the gate of ``rollout start`` reads them."""
+
+    __tablename__ = "validations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    validator: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(Stamp)
 
 
 class AdmissionRow(Base):

@@ -32,6 +32,7 @@ from ringfence.store.schema import (
     PlaceboRow,
     ReleaseRow,
 )
+from ringfence.store.validations import validation_json
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 _REVERTS = [k.value for k in REVERT_KINDS]
@@ -301,6 +302,7 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
             "soak_s": wave.soak.total_seconds(), "failure_budget": wave.gates.failure_budget,
             "min_devices": wave.gates.min_devices,
         })
+    validation = validation_json(s, row.id, row.content_type)
     return {
         "release": row.id, "content_type": row.content_type, "version": row.version, "plan": row.plan_name,
         "phase": phase.value, "wave": row.wave, "wave_name": plan.waves[row.wave].name,
@@ -316,4 +318,5 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
             "from_wave": h.from_wave, "to_wave": h.to_wave, "actor": h.actor, "reason": h.reason,
             "details": h.details,
         } for h in history(s, row.id)],
+        **({"validation": validation} if validation is not None else {}),  # only for types with a definition
     }
