@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import run_cli
+from tests.support import Publisher, own_server, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -70,10 +70,27 @@ def test_a_latent_instance_is_found_only_by_fuzzing() -> None:
     assert "crashes sensor 7.11 on windows (killed by SIGABRT)" in report["results"][0]["message"]
 
 
-def test_a_server_content_type_is_not_available_offline_yet() -> None:
-    proc = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type", "sensor/ipc-templates")
-    assert proc.returncode == 2
-    assert "not available offline yet: use --type-file" in proc.stderr
+def test_a_content_type_registered_on_the_server_is_validated_with_its_definition(tmp_path: Path) -> None:
+    for server in own_server(tmp_path):
+        publisher = Publisher(server)
+        publisher._ok(publisher.http.post("/v1/content-types", json={
+            "name": "sensor/ipc-templates", "category": "rapid-response",
+            "definition": (SENSOR / "ipc-templates.yaml").read_text(), "definition_dir": str(SENSOR)}))
+        publisher.content_type("sensor/plain")
+        bad = run_cli("validate", str(SENSOR / "instances" / "bad-field-count.json"), "--type",
+                      "sensor/ipc-templates", env=server.cli_env())
+        assert bad.returncode == 1, bad.stderr
+        assert bad.stdout.startswith("failed  contract  instance 291-d of template ipc-pipe reads field 20 (the 21st)")
+        plain = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type", "sensor/plain",
+                        env=server.cli_env())
+        assert plain.returncode == 2
+        assert "content type 'sensor/plain' has no definition on the server" in plain.stderr
+        unknown = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type", "sensor/none",
+                          env=server.cli_env())
+        assert unknown.returncode != 0 and "sensor/none" in unknown.stderr
+    down = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type", "sensor/ipc-templates",
+                   "--server", "http://127.0.0.1:9")
+    assert down.returncode == 6 and "cannot reach the Ringfence server" in down.stderr
 
 
 def test_a_broken_definition_names_field_and_line(tmp_path: Path) -> None:

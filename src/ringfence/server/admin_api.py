@@ -52,6 +52,19 @@ def list_content_types(_: Reader, request: Request) -> dict[str, Any]:
         return {"content_types": [{"name": r.name, "category": r.category} for r in releases.list_content_types(s)]}
 
 
+@router.get("/content-types/{name:path}")
+def get_content_type(name: str, _: Reader, request: Request) -> dict[str, Any]:
+    """One content type with its definition (text and the server's directory for its consumer)
+    and the consumer versions devices report, for ``ringfence validate --type``."""
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        row = releases.get_content_type(s, name)
+        definition = validations.definition_of(s, name)
+        live = validations.live_consumer_versions(s, definition) if definition is not None else ()
+        return {"name": row.name, "category": row.category, "definition": row.definition,
+                "definition_dir": row.definition_dir, "live_consumer_versions": list(live)}
+
+
 @router.post("/artifacts", status_code=201)
 async def push_artifact(
     request: Request,
