@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FIRST_PLAN, SENSOR_DIR, AgentProcess, Publisher, ServerProcess, own_server
+from tests.support import FIRST_PLAN, SENSOR_DIR, AgentProcess, Publisher, ServerProcess, own_server, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,9 @@ def test_an_overridden_bad_release_is_still_halted_by_the_rollout(server: Server
     assert refused.status_code == 409
     message = refused.json()["error"]["message"]
     assert "contract: instance 291-d of template ipc-pipe reads field 20 (the 21st)" in message
+    cli = run_cli("rollout", "start", bad, env=server.cli_env())  # as a person types it
+    assert cli.returncode != 0
+    assert "validation failed: contract: instance 291-d of template ipc-pipe reads field 20" in cli.stderr
     # ... until someone overrides it in an emergency, which the history keeps.
     started = publisher.http.post(f"/v1/rollouts/{bad}/start",
                                   json={"emergency": True, "reason": "active exploit, no time to fix the sensor"})
