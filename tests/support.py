@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -516,3 +517,15 @@ def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+def silence_halt_heard(reason: str, stratum: str, exposed: int, control: int) -> int:
+    """How many control devices a silence halt's reason says were heard from (the judge fails
+    once at least half are, so the count depends on when it looked); fails on any other reason."""
+    found = re.fullmatch(rf"silence verdict in wave 'canary': {re.escape(stratum)}: no health confirmation or "
+                         rf"heartbeat from any of the {exposed} exposed devices while (\d+) of {control} control "
+                         r"devices were heard from", reason)
+    assert found is not None, reason
+    heard = int(found.group(1))
+    assert 2 * heard >= control and heard <= control, reason
+    return heard

@@ -78,6 +78,13 @@ def _seconds(value: Any) -> float:
     raise ValueError("must be a duration like 45s, 30m, 2h")
 
 
+def _span(value: Any, example: str) -> tuple[float, float]:
+    """A ``[shortest, longest]`` pair of durations."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"must be [shortest, longest], e.g. {example}")
+    return _seconds(value[0]), _seconds(value[1])
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,9 +111,7 @@ class Workday(_Model):
     @field_validator("length", mode="before")
     @classmethod
     def _length(cls, value: Any) -> tuple[float, float]:
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise ValueError("must be [shortest, longest], e.g. [9h, 13h]")
-        low, high = _seconds(value[0]), _seconds(value[1])
+        low, high = _span(value, "[9h, 13h]")
         if not 0 < low <= high <= 24 * 3600:
             raise ValueError("needs 0 < shortest <= longest <= 24h")
         return low, high
@@ -205,9 +210,7 @@ class Agents(_Model):
     @field_validator("report_delay", mode="before")
     @classmethod
     def _delay(cls, value: Any) -> tuple[float, float]:
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise ValueError("must be [shortest, longest], e.g. [30s, 3m]")
-        low, high = _seconds(value[0]), _seconds(value[1])
+        low, high = _span(value, "[30s, 3m]")
         if not 0 <= low <= high:
             raise ValueError("needs 0 <= shortest <= longest")
         return low, high
