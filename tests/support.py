@@ -27,6 +27,7 @@ import httpx
 from tests.conftest import free_port
 
 RINGFENCE = [sys.executable, "-m", "ringfence"]
+UNVALIDATED = "rollout mechanics only, no validation"  # content types the tests register without a definition
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
@@ -282,7 +283,8 @@ class Publisher:
         return response.json()
 
     def content_type(self, name: str, category: str = "rapid-response") -> None:
-        self._ok(self.http.post("/v1/content-types", json={"name": name, "category": category}))
+        self._ok(self.http.post("/v1/content-types", json={"name": name, "category": category,
+                                                                 "unvalidated_reason": UNVALIDATED}))
 
     def enroll_token(self, tenant: str = "default") -> str:
         token: str = self._ok(self.http.post("/v1/enroll-tokens", json={"tenant": tenant}))["token"]

@@ -48,7 +48,8 @@ def wait_status(server: ServerProcess, release_id: str, check: Any, timeout: flo
 
 def test_operator_drives_a_rollout_with_the_cli(server: ServerProcess, tmp_path: Path) -> None:
     # Given a content type, an enrolment token and six devices on two platforms
-    assert cli(server, "content-type", "create", CT, "--category", "rapid-response")["category"] == "rapid-response"
+    assert cli(server, "content-type", "create", CT, "--category", "rapid-response",
+               "--unvalidated", "rollout mechanics only")["category"] == "rapid-response"
     enroll = cli(server, "enroll-token", "create", "--tenant", "acme")["token"]
     devices = [Device(server.url, platform=p, region=r).enroll(enroll)
                for p in ("windows", "linux") for r in ("eu-west", "us-east", "ap-south")]
@@ -122,7 +123,7 @@ def test_cli_errors_are_one_line_with_an_exit_code(server: ServerProcess, tmp_pa
     assert f"{bad_plan}:4: waves[0].share:" in checked.stderr
     assert f"{bad_plan}:6: waves[0].colour: unknown field" in checked.stderr
 
-    cli(server, "content-type", "create", CT, "--category", "software")
+    cli(server, "content-type", "create", CT, "--category", "software", "--unvalidated", "rollout mechanics only")
     artifact = tmp_path / "a.bin"
     artifact.write_bytes(b"x")
     cli(server, "artifact", "push", str(artifact), "--type", CT, "--version", "1")

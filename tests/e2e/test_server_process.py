@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Device, ServerProcess, run_cli
+from tests.support import UNVALIDATED, Device, ServerProcess, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,8 @@ def test_init_twice_keeps_the_first_admin_token(tmp_path: Path) -> None:
 
 def test_sigkill_mid_rollout_restarts_into_the_same_state(server: ServerProcess) -> None:
     with server.client() as admin:
-        admin.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
+        admin.post("/v1/content-types", json={"name": CT, "category": "software",
+                                                     "unvalidated_reason": UNVALIDATED}).raise_for_status()
         enroll = admin.post("/v1/enroll-tokens", json={}).json()["token"]
         admin.post("/v1/artifacts", params={"content_type": CT, "version": "2.0"}, content=b"agent 2.0",
                    headers={"Content-Type": "application/octet-stream"}).raise_for_status()
@@ -117,7 +118,8 @@ def two_nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, Serv
 
 def _release(admin: httpx.Client, plan: str, version: str) -> tuple[str, str]:
     """A content type, an enrolment token and a started release: (release id, enrol token)."""
-    admin.post("/v1/content-types", json={"name": CT, "category": "software"}).raise_for_status()
+    admin.post("/v1/content-types", json={"name": CT, "category": "software",
+                                                     "unvalidated_reason": UNVALIDATED}).raise_for_status()
     enroll = admin.post("/v1/enroll-tokens", json={}).json()["token"]
     admin.post("/v1/artifacts", params={"content_type": CT, "version": version}, content=f"agent {version}".encode(),
                headers={"Content-Type": "application/octet-stream"}).raise_for_status()

@@ -93,6 +93,44 @@ def test_a_content_type_registered_on_the_server_is_validated_with_its_definitio
     assert down.returncode == 6 and "cannot reach the Ringfence server" in down.stderr
 
 
+def test_a_definition_short_of_its_categorys_validators_fails_locally(tmp_path: Path) -> None:
+    short = tmp_path / "short.yaml"
+    short.write_text(Path(DEFINITION).read_text().replace("[schema, contract, fuzz, matrix]", "[schema, contract]"))
+    proc = run_cli("validate", str(SENSOR / "instances" / "good.json"), "--type-file", str(short))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("failed  category  category rapid-response also requires fuzz, matrix, which "
+                                  "sensor/ipc-templates's definition does not run; the server refuses it")
+
+
+def test_a_release_engineer_defines_validates_and_starts_from_the_command_line(tmp_path: Path) -> None:
+    for server in own_server(tmp_path):
+        env = server.cli_env()
+        # Given a content type registered without validation, and a release of it
+        created = run_cli("content-type", "create", "sensor/ipc-templates", "--category", "rapid-response",
+                          "--unvalidated", "later", env=env)
+        assert created.returncode == 2 and "unvalidated_reason" in created.stderr
+        run_cli("content-type", "create", "sensor/ipc-templates", "--category", "rapid-response",
+                "--unvalidated", "migrated from the old pipeline", env=env, check=True)
+        listed = run_cli("content-type", "list", env=env, check=True)
+        assert "none: migrated from the old pipeline" in listed.stdout
+        run_cli("artifact", "push", str(SENSOR / "instances" / "good.json"), "--type", "sensor/ipc-templates",
+                "--version", "291.2", env=env, check=True)
+        plan = tmp_path / "plan.yaml"
+        plan.write_text("name: one\nwaves:\n  - {name: all, share: 1.0, soak: 1m}\n")
+        rid = run_cli("release", "create", "--type", "sensor/ipc-templates", "--version", "291.2", "--plan",
+                      str(plan), env=env, check=True).stdout.strip()
+        # When it gets a definition, Then the release must be validated again before it starts
+        run_cli("content-type", "define", "sensor/ipc-templates", "--definition", DEFINITION, env=env, check=True)
+        refused = run_cli("rollout", "start", rid, env=env)
+        assert refused.returncode == 5 and "no validation results were recorded" in refused.stderr
+        again = run_cli("release", "validate", rid, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "validation gate: passed" in again.stdout
+        run_cli("rollout", "start", rid, "--reason", "validated", env=env, check=True)
+        shown = run_cli("rollout", "status", rid, env=env, check=True).stdout
+        assert "validation gate: passed" in shown and "contract" in shown
+
+
 def test_a_broken_definition_names_field_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(Path(DEFINITION).read_text().replace("arch: arm64", "arch: arm64, cpu: m3"))

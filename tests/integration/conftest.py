@@ -17,6 +17,7 @@ from ringfence.server.app import create_app
 from ringfence.server.config import ServerConfig
 from ringfence.store.access import create_api_token
 from ringfence.store.db import Database
+from tests.support import UNVALIDATED
 
 
 @dataclass
@@ -89,7 +90,8 @@ CT = "sensor/ipc-templates"
 @pytest.fixture
 def setup(api: Api) -> Iterator[tuple[Api, str]]:
     """A content type and an enrolment token."""
-    assert api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response"}).status_code == 201
+    assert api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response",
+                                                    "unvalidated_reason": UNVALIDATED}).status_code == 201
     token = api.http.post("/v1/enroll-tokens", json={"tenant": "acme"}).json()["token"]
     yield api, token
 

@@ -50,7 +50,8 @@ def count(s: Session, table: type[Any]) -> int:
 
 def add_content_type(db: Database, name: str = "sensor/ipc-templates") -> str:
     with db.session() as s:
-        create_content_type(s, name, Category.RAPID_RESPONSE, actor="alice", now=T0)
+        create_content_type(s, name, Category.RAPID_RESPONSE, actor="alice", now=T0,
+                            unvalidated_reason="rollout mechanics only, no validation")
     return name
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import CT, Api, Caller, error_of, make_api
+from tests.support import UNVALIDATED
 
 TWO_WAVES = """
 name: two-waves
@@ -68,11 +69,23 @@ def status(api: Api, release_id: str) -> dict[str, Any]:
 
 # -- content types ----------------------------------------------------------------------------------------
 def test_content_types_create_list_and_refuse_bad_input(api: Api) -> None:
-    r = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response"})
-    assert r.status_code == 201 and r.json() == {"name": CT, "category": "rapid-response"}
-    assert api.http.get("/v1/content-types").json()["content_types"] == [{"name": CT, "category": "rapid-response"}]
+    # Without a definition, a content type is registered only with the reason it skips validation
+    bare = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response"})
+    assert bare.status_code == 400 and error_of(bare)["details"]["field"] == "unvalidated_reason"
+    assert "requires the validators schema, contract, fuzz, matrix" in error_of(bare)["message"]
+    terse = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response",
+                                                      "unvalidated_reason": "because"})
+    assert terse.status_code == 400 and error_of(terse)["details"] == {"field": "unvalidated_reason",
+                                                                       "value": "because"}
+    reason = "lab content type for rollout drills"
+    r = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response",
+                                                  "unvalidated_reason": reason})
+    listed = {"name": CT, "category": "rapid-response", "validated": False, "unvalidated_reason": reason}
+    assert r.status_code == 201 and r.json() == listed
+    assert api.http.get("/v1/content-types").json()["content_types"] == [listed]
 
-    dup = api.http.post("/v1/content-types", json={"name": CT, "category": "software"})
+    dup = api.http.post("/v1/content-types", json={"name": CT, "category": "software",
+                                                    "unvalidated_reason": reason})
     assert dup.status_code == 409 and error_of(dup)["code"] == "conflict"
     bad = api.http.post("/v1/content-types", json={"name": "x", "category": "nonsense"})
     assert bad.status_code == 400
@@ -126,7 +139,7 @@ def small_api(tmp_path: Path, db_url: str) -> Iterator[Api]:
 
 def test_oversized_upload_is_refused_and_nothing_kept(small_api: Api, tmp_path: Path) -> None:
     api = small_api
-    api.http.post("/v1/content-types", json={"name": CT, "category": "software"})
+    api.http.post("/v1/content-types", json={"name": CT, "category": "software", "unvalidated_reason": UNVALIDATED})
     r = push(api, "big", b"x" * 5000)
     assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"
     assert _stored_blobs(api, tmp_path) == []
@@ -311,7 +324,8 @@ def test_roles_are_enforced(setup: tuple[Api, str]) -> None:
     releaser = api.as_token(api.token_for("releaser"))
     assert releaser.post(f"/v1/rollouts/{rid}/start").status_code == 200
     assert operator.post(f"/v1/rollouts/{rid}/halt").status_code == 200
-    assert releaser.post("/v1/content-types", json={"name": "x/y", "category": "software"}).status_code == 403
+    assert releaser.post("/v1/content-types", json={"name": "x/y", "category": "software",
+                                                                 "unvalidated_reason": UNVALIDATED}).status_code == 403
     assert api.as_token("rft_wrong").get("/v1/releases").status_code == 401
     assert api.as_token(None).get("/v1/releases").status_code == 401
     assert api.http.get("/v1/whoami").json()["role"] == "admin"

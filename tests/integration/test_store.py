@@ -43,7 +43,8 @@ def test_is_current_only_after_migrate(db_url: str) -> None:
 
 def test_migrate_is_idempotent_and_keeps_data(db: Database) -> None:
     with db.session() as s:
-        create_content_type(s, "agent/binary", Category.SOFTWARE, actor="alice", now=T0)
+        create_content_type(s, "agent/binary", Category.SOFTWARE, actor="alice", now=T0,
+                            unvalidated_reason="rollout mechanics only, no validation")
     db.migrate()
     db.migrate()
     assert db.is_current()

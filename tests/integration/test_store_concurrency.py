@@ -230,7 +230,8 @@ def test_start_waits_for_a_sibling_start_in_flight(db: Database) -> None:
 def test_same_content_type_created_at_once_is_a_conflict(db: Database) -> None:
     def create(category: Category, actor: str) -> Callable[[Session], None]:
         def work(s: Session) -> None:
-            create_content_type(s, "agent/binary", category, actor=actor, now=T0)
+            create_content_type(s, "agent/binary", category, actor=actor, now=T0,
+                                    unvalidated_reason="rollout mechanics only, no validation")
         return work
 
     def create_again() -> None:

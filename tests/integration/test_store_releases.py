@@ -51,8 +51,10 @@ CT = "sensor/ipc-templates"
 
 def test_content_types_create_get_list(db: Database) -> None:
     with db.session() as s:
-        create_content_type(s, "sensor/ipc-templates", Category.RAPID_RESPONSE, actor="alice", now=T0)
-        create_content_type(s, "agent/binary", Category.SOFTWARE, actor="bob", now=at(1))
+        create_content_type(s, "sensor/ipc-templates", Category.RAPID_RESPONSE, actor="alice", now=T0,
+                            unvalidated_reason="rollout mechanics only, no validation")
+        create_content_type(s, "agent/binary", Category.SOFTWARE, actor="bob", now=at(1),
+                            unvalidated_reason="rollout mechanics only, no validation")
     with db.session() as s:
         row = get_content_type(s, "sensor/ipc-templates")
         assert (row.category, row.created_by, utc(row.created_at)) == ("rapid-response", "alice", T0)
@@ -63,7 +65,8 @@ def test_duplicate_content_type_is_a_conflict(db: Database) -> None:
     add_content_type(db, CT)
     with db.session() as s:
         with pytest.raises(Conflict) as info:
-            create_content_type(s, CT, Category.SOFTWARE, actor="mallory", now=at(1))
+            create_content_type(s, CT, Category.SOFTWARE, actor="mallory", now=at(1),
+                                unvalidated_reason="rollout mechanics only, no validation")
         assert type(info.value) is Conflict
     with db.session() as s:
         assert get_content_type(s, CT).category == "rapid-response"
@@ -73,7 +76,8 @@ def test_bad_content_type_name_is_invalid_input(db: Database) -> None:
     with db.session() as s:
         for name in ("Sensor/IPC", "sensor//ipc", "/sensor", "sensor ipc", "", "a" * 129):
             with pytest.raises(InvalidInput) as info:
-                create_content_type(s, name, Category.SOFTWARE, actor="alice", now=T0)
+                create_content_type(s, name, Category.SOFTWARE, actor="alice", now=T0,
+                                    unvalidated_reason="rollout mechanics only, no validation")
             assert info.value.details == {"field": "name", "value": name}
         assert count(s, ContentTypeRow) == 0
 

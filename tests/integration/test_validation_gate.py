@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
+from ringfence.store import validations
+from ringfence.validation import ValidationResult
 from tests.integration.conftest import CT, Api, error_of
 from tests.integration.test_api import TWO_WAVES, status
+from tests.support import UNVALIDATED
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sensor"
 DEFINITION = EXAMPLE / "ipc-templates.yaml"
@@ -42,7 +45,23 @@ def release_of(api: Api, instance: str, version: str) -> dict[str, Any]:
 
 
 def test_a_content_type_is_registered_with_its_definition(gated: Api) -> None:
-    assert gated.http.get("/v1/content-types").json()["content_types"] == [{"name": CT, "category": "rapid-response"}]
+    assert gated.http.get("/v1/content-types").json()["content_types"] == [
+        {"name": CT, "category": "rapid-response", "validated": True, "definition_dir": str(EXAMPLE)}]
+    one = gated.http.get(f"/v1/content-types/{CT}").json()
+    assert one["required_validators"] == ["schema", "contract", "fuzz", "matrix"]
+
+
+def test_a_definition_short_of_its_categorys_validators_is_refused(api: Api) -> None:
+    text = DEFINITION.read_text().replace("required: [schema, contract, fuzz, matrix]", "required: [schema, matrix]")
+    r = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response", "definition": text,
+                                                  "definition_dir": str(EXAMPLE)})
+    assert r.status_code == 400
+    problem = error_of(r)["details"]["problems"][0]
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.strip().startswith("required:"))
+    assert (problem["field"], problem["line"]) == ("validators.required", line)
+    assert problem["message"] == ("category rapid-response requires schema, contract, fuzz, matrix; "
+                                  "missing: contract, fuzz")
+    assert api.http.get("/v1/content-types").json()["content_types"] == []
 
 
 def test_a_bad_definition_is_refused_naming_field_and_line(api: Api) -> None:
@@ -111,12 +130,58 @@ def test_a_release_that_passed_validation_starts_normally(gated: Api) -> None:
     assert started.json()["validation"]["emergency_override"] is None
 
 
-def test_a_content_type_without_definition_has_no_gate(setup: tuple[Api, str]) -> None:
+def test_a_content_type_registered_without_validation_says_so_where_its_rollouts_show(
+        setup: tuple[Api, str]) -> None:
     api, _ = setup
     data = b"anything"
     api.http.post("/v1/artifacts", content=data, params={"content_type": CT, "version": "1.0",
                                                          "sha256": hashlib.sha256(data).hexdigest()})
     created = api.http.post("/v1/releases", json={"content_type": CT, "version": "1.0", "plan": TWO_WAVES})
     rid = created.json()["release"]
-    assert "validation" not in status(api, rid)
-    assert api.http.post(f"/v1/rollouts/{rid}/start").json()["phase"] == "rolling"
+    validation = status(api, rid)["validation"]
+    assert validation["ok"] is False and validation["results"] == [] and validation["required"] == []
+    assert validation["unvalidated_reason"] == UNVALIDATED
+    started = api.http.post(f"/v1/rollouts/{rid}/start", json={"reason": "drill"}).json()
+    assert started["phase"] == "rolling"
+    assert started["history"][-1]["details"] == {"unvalidated_reason": UNVALIDATED}
+    again = api.http.post(f"/v1/releases/{rid}/validate")
+    assert again.status_code == 409 and "started" in error_of(again)["message"]
+
+
+def test_a_required_validator_without_results_keeps_the_gate_closed(gated: Api) -> None:
+    rid = release_of(gated, "good.json", "291.2")["release"]
+    with gated.db.session() as s:
+        kept = [ValidationResult(r.validator, r.target, "passed", r.message)
+                for r in validations.results(s, rid) if r.validator != "fuzz"]
+        validations.replace(s, rid, kept, gated.clock.now())
+    problems = status(gated, rid)["validation"]["problems"]
+    assert problems == ["fuzz: not run, but required by the definition of sensor/ipc-templates"]
+    refused = gated.http.post(f"/v1/rollouts/{rid}/start", json={"reason": "go"})
+    assert refused.status_code == 409 and error_of(refused)["details"]["checks"] == problems
+
+
+def test_a_release_is_validated_again_after_its_content_type_gets_a_definition(setup: tuple[Api, str]) -> None:
+    # Given a release of an unvalidated content type
+    api, _ = setup
+    data = (EXAMPLE / "instances" / "good.json").read_bytes()
+    api.http.post("/v1/artifacts", content=data, params={"content_type": CT, "version": "291.2",
+                                                         "sha256": hashlib.sha256(data).hexdigest()})
+    rid = api.http.post("/v1/releases", json={"content_type": CT, "version": "291.2",
+                                              "plan": TWO_WAVES}).json()["release"]
+    # When the content type gets a definition, Then the release may not start until validated
+    bad = api.http.put(f"/v1/content-types/{CT}/definition", json={
+        "definition": DEFINITION.read_text().replace("format: sample-channel", "format: nope"),
+        "definition_dir": str(EXAMPLE)})
+    assert bad.status_code == 400 and error_of(bad)["details"]["problems"][0]["field"] == "format"
+    defined = api.http.put(f"/v1/content-types/{CT}/definition", json={
+        "definition": DEFINITION.read_text(), "definition_dir": str(EXAMPLE)})
+    assert defined.status_code == 200 and defined.json()["validated"] is True
+    refused = api.http.post(f"/v1/rollouts/{rid}/start", json={"reason": "go"})
+    assert refused.status_code == 409 and error_of(refused)["details"]["checks"] == [validations.NO_RESULTS]
+    # When it is validated again, Then its results are recorded, noted in the history, and it starts
+    again = api.http.post(f"/v1/releases/{rid}/validate")
+    assert again.status_code == 200, again.text
+    assert again.json()["validation"]["ok"] is True
+    assert again.json()["history"][-1]["intent"] == "validate"
+    assert again.json()["history"][-1]["reason"].startswith("validated again: ")
+    assert api.http.post(f"/v1/rollouts/{rid}/start", json={"reason": "go"}).json()["phase"] == "rolling"

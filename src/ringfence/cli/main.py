@@ -185,16 +185,40 @@ def content_type_create(
     definition: Annotated[Path | None, typer.Option(
         "--definition", help="a content-type definition (YAML): releases must pass its validators before they "
         "start; its consumer commands run on the server from this file's directory")] = None,
+    unvalidated: Annotated[str | None, typer.Option(
+        "--unvalidated", metavar="REASON", help="register without a definition: its releases start without "
+        "validation; say why (kept with the content type and shown in every rollout's status)")] = None,
     server: Server = None, token: Token = None, json_out: Json = False,
 ) -> None:
-    """Create a content type, optionally with the definition its releases are validated against."""
+    """Create a content type with the definition its releases are validated against (or, with a
+    reason, without one)."""
     body: dict[str, Any] = {"name": name, "category": category}
     if definition is not None:
-        body |= {"definition": definition.read_text(encoding="utf-8"),
-                 "definition_dir": str(definition.resolve().parent)}
+        body |= _definition_body(definition)
+    if unvalidated is not None:
+        body["unvalidated_reason"] = unvalidated
     with Client(server, token) as c:
         result = c.post("/v1/content-types", body)
     _print_json(result) if json_out else out.print(f"content type {result['name']} ({result['category']}) created")
+
+
+def _definition_body(definition: Path) -> dict[str, str]:
+    return {"definition": definition.read_text(encoding="utf-8"), "definition_dir": str(definition.resolve().parent)}
+
+
+@content_app.command("define")
+@reports
+def content_type_define(
+    name: str,
+    definition: Annotated[Path, typer.Option("--definition", help="the new content-type definition (YAML)")],
+    server: Server = None, token: Token = None, json_out: Json = False,
+) -> None:
+    """Give a content type a new definition; releases not yet started can be validated again
+    with `release validate`."""
+    with Client(server, token) as c:
+        result = c.request("PUT", f"/v1/content-types/{name}/definition", json=_definition_body(definition))
+    _print_json(result) if json_out else out.print(f"content type {result['name']} is validated against "
+                                                   f"{definition}")
 
 
 @content_app.command("list")
@@ -205,9 +229,10 @@ def content_type_list(server: Server = None, token: Token = None, json_out: Json
     if json_out:
         _print_json(result)
         return
-    table = Table("name", "category")
+    table = Table("name", "category", "validation")
     for ct in result["content_types"]:
-        table.add_row(ct["name"], ct["category"])
+        table.add_row(ct["name"], ct["category"], "definition" if ct["validated"] else
+                      f"none: {ct['unvalidated_reason']}")
     out.print(table)
 
 
@@ -305,6 +330,40 @@ def release_create(
         out.print(result["release"], markup=False, highlight=False)
 
 
+@release_app.command("validate")
+@reports
+def release_validate(release_id: str, server: Server = None, token: Token = None, json_out: Json = False) -> None:
+    """Run a release's validators again (before its rollout starts) and show the results; exit 1
+    when the gate stays closed."""
+    with Client(server, token, timeout=600) as c:
+        result = c.post(f"/v1/releases/{release_id}/validate")
+    if json_out:
+        _print_json(result)
+    else:
+        _print_validation(result["validation"])
+    if not result["validation"]["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_validation(validation: dict[str, Any]) -> None:
+    if validation["unvalidated_reason"] is not None:
+        out.print(f"validation: [yellow]none[/yellow] (content type registered without a definition: "
+                  f"{validation['unvalidated_reason']})", highlight=False)
+        return
+    table = Table("validator", "target", "status", "message", title="validation")
+    style = {"passed": "green", "failed": "red", "error": "red"}
+    for r in validation["results"]:
+        table.add_row(r["validator"], r["target"] or "-", f"[{style[r['status']]}]{r['status']}[/]", r["message"])
+    out.print(table)
+    verdict = "[green]passed[/green]" if validation["ok"] else "[red]closed[/red]: " + "; ".join(
+        validation["problems"])
+    out.print(f"validation gate: {verdict}", highlight=False)
+    if validation["emergency_override"]:
+        o = validation["emergency_override"]
+        out.print(f"[bold red]emergency override[/bold red] by {o['actor']} at {o['at']}: {o['reason']}",
+                  highlight=False)
+
+
 @release_app.command("list")
 @reports
 def release_list(
@@ -388,6 +447,8 @@ def rollout_status(release_id: str, server: Server = None, token: Token = None, 
         table.add_row(str(w["index"]), w["name"], w["state"], str(w["admitted"]), str(w["exposed"]),
                       str(w["healthy"]), str(w["failed"]))
     out.print(table)
+    if "validation" in result:
+        _print_validation(result["validation"])
     history = Table("at", "from", "to", "actor", "reason", title="history")
     for h in result["history"]:
         history.add_row(h["at"], h["from"] or "-", h["to"], h["actor"], h["reason"])

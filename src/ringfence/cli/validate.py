@@ -86,7 +86,7 @@ def validate_command(
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Run a content type's required validators on an artifact; exit 1 if any result is not a pass."""
-    from ringfence.validation import DefinitionError, Limits, load_definition, validate
+    from ringfence.validation import DefinitionError, Limits, Report, ValidationResult, load_definition, validate
 
     if (content_type is None) == (type_file is None):
         raise _fail("give exactly one of --type TYPE or --type-file DEFINITION.yaml", EXIT_INVALID)
@@ -99,6 +99,11 @@ def validate_command(
             assert type_file is not None
             definition = load_definition(type_file)
         report = validate(definition, artifact, live, skip=_names(skip or []), limits=Limits(fuzz_seed=seed))
+        if gaps := definition.category_gaps():  # what the server's gate would find missing
+            report = Report((*report.results, ValidationResult(
+                "category", None, "failed", f"category {definition.category.value} also requires "
+                f"{', '.join(gaps)}, which {definition.name}'s definition does not run; the server refuses it")),
+                report.skipped)
     except DefinitionError as exc:
         lines = [f"{exc.source}:{p.line or '?'}: {p.field}: {p.message}" for p in exc.problems]
         raise _fail("\n".join(lines), EXIT_INVALID) from None

@@ -22,8 +22,9 @@ from ringfence.delivery.blobs import BlobStore
 from ringfence.engine.reconciler import Observations, step
 from ringfence.server import auth
 from ringfence.server.auth import Actor
-from ringfence.server.schemas import ContentTypeIn, EnrollTokenIn, ReasonIn, ReleaseIn
+from ringfence.server.schemas import ContentTypeIn, DefinitionIn, EnrollTokenIn, ReasonIn, ReleaseIn
 from ringfence.store import access, releases, validations
+from ringfence.store.schema import ContentTypeRow
 from ringfence.store.telemetry import rollout_status
 from ringfence.validation import ContentTypeDefinition, ValidationResult, validate
 
@@ -40,16 +41,33 @@ def create_content_type(body: ContentTypeIn, who: Admin, request: Request) -> di
     category = parse_category(body.category)
     with rt.db.session() as s:
         row = releases.create_content_type(s, body.name, category, actor=who.name, now=rt.clock.now(),
-                                           definition=body.definition, definition_dir=body.definition_dir)
-        return {"name": row.name, "category": row.category, **({"definition_dir": row.definition_dir}
-                                                               if row.definition is not None else {})}
+                                           definition=body.definition, definition_dir=body.definition_dir,
+                                           unvalidated_reason=body.unvalidated_reason)
+        return _content_type_json(row)
+
+
+def _content_type_json(row: ContentTypeRow) -> dict[str, Any]:
+    if row.definition is None:
+        return {"name": row.name, "category": row.category, "validated": False,
+                "unvalidated_reason": row.unvalidated_reason}
+    return {"name": row.name, "category": row.category, "validated": True, "definition_dir": row.definition_dir}
+
+
+@router.put("/content-types/{name:path}/definition")
+def define_content_type(name: str, body: DefinitionIn, _: Admin, request: Request) -> dict[str, Any]:
+    """Give a content type a new definition; later releases are validated against it, and a
+    release not yet started can be validated again (``POST /v1/releases/{id}/validate``)."""
+    rt = auth.runtime(request)
+    with rt.db.session() as s:
+        return _content_type_json(releases.define_content_type(s, name, definition=body.definition,
+                                                               definition_dir=body.definition_dir))
 
 
 @router.get("/content-types")
 def list_content_types(_: Reader, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
     with rt.db.session() as s:
-        return {"content_types": [{"name": r.name, "category": r.category} for r in releases.list_content_types(s)]}
+        return {"content_types": [_content_type_json(r) for r in releases.list_content_types(s)]}
 
 
 @router.get("/content-types/{name:path}")
@@ -61,8 +79,9 @@ def get_content_type(name: str, _: Reader, request: Request) -> dict[str, Any]:
         row = releases.get_content_type(s, name)
         definition = validations.definition_of(s, name)
         live = validations.live_consumer_versions(s, definition) if definition is not None else ()
-        return {"name": row.name, "category": row.category, "definition": row.definition,
-                "definition_dir": row.definition_dir, "live_consumer_versions": list(live)}
+        return {**_content_type_json(row), "definition": row.definition, "definition_dir": row.definition_dir,
+                "live_consumer_versions": list(live),
+                "required_validators": list(validations.required_validators(definition)) if definition else []}
 
 
 @router.post("/artifacts", status_code=201)
@@ -141,6 +160,45 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
             return rollout_status(s, row.id, rt.clock.now())
 
     return await asyncio.to_thread(_create)
+
+
+@router.post("/releases/{release_id}/validate")
+async def revalidate_release(release_id: str, request: Request) -> dict[str, Any]:
+    """Run the content type's validators on a release again (after a consumer fix or a new
+    definition) and replace its results; only before the rollout starts."""
+    rt = auth.runtime(request)
+    who = await asyncio.to_thread(auth.releaser, request)
+
+    def _run() -> dict[str, Any]:
+        with rt.db.session() as s:
+            row = releases.get_release(s, release_id)
+            _not_started(row.phase, release_id)
+            judged = _validation_inputs(s, row.content_type, row.version, row.plan_source, row.plan_name)
+            if judged is None:
+                raise Conflict(f"content type {row.content_type} has no definition to validate against",
+                               content_type=row.content_type)
+        results = _judge(*judged, rt.blobs)
+        now = rt.clock.now()
+        with rt.db.session() as s:
+            row = releases.get_release(s, release_id)
+            _not_started(row.phase, release_id)  # it may have started while the validators ran
+            validations.replace(s, release_id, results, now)
+            releases.note(s, release_id, "validate", actor=who.name, now=now,
+                          reason=f"validated again: {_tally(results)}")
+            return rollout_status(s, release_id, rt.clock.now())
+
+    return await asyncio.to_thread(_run)
+
+
+def _not_started(phase: str, release_id: str) -> None:
+    if phase not in (Phase.DRAFT, Phase.READY):
+        raise Conflict(f"release {release_id} has started (phase {phase}); its validation is part of its record",
+                       release=release_id, phase=phase)
+
+
+def _tally(results: tuple[ValidationResult, ...]) -> str:
+    counts = {status: sum(r.status == status for r in results) for status in ("passed", "failed", "error")}
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no results"
 
 
 def _validation_inputs(s: Session, content_type: str, version: str, plan: str,
@@ -231,6 +289,9 @@ def _start_gate(s: Session, release_id: str, reason: str, *, emergency: bool) ->
     row = releases.get_release(s, release_id)
     checks = validations.start_problems(s, release_id, row.content_type)
     if not checks:
+        content_type = releases.get_content_type(s, row.content_type)
+        if content_type.definition is None:  # said once per rollout, where people read
+            return reason, {"unvalidated_reason": content_type.unvalidated_reason}
         return reason, None
     if not emergency:
         raise Conflict(f"validation failed: {'; '.join(checks)}", release=release_id, checks=checks)

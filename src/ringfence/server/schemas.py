@@ -21,6 +21,15 @@ class ContentTypeIn(_Strict):
                                    description="the YAML text of the content-type definition")
     definition_dir: str | None = Field(default=None, max_length=1000,
                                        description="absolute directory on the server where its consumer runs")
+    unvalidated_reason: str | None = Field(default=None, max_length=2000,
+                                           description="why a content type without a definition is registered "
+                                                       "without validation")
+
+
+class DefinitionIn(_Strict):
+    definition: str = Field(max_length=256_000, description="the YAML text of the content-type definition")
+    definition_dir: str = Field(max_length=1000,
+                                description="absolute directory on the server where its consumer runs")
 
 
 class ReleaseIn(_Strict):

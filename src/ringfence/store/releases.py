@@ -34,27 +34,48 @@ from ringfence.core.rollout import (
     transition,
 )
 from ringfence.store.schema import ArtifactRow, ContentTypeRow, HistoryRow, ReleaseRow
-from ringfence.store.validations import check_definition
+from ringfence.store.validations import check_definition, check_unvalidated
 
 
 def create_content_type(s: Session, name: str, category: Category, *, actor: str, now: datetime,
-                        definition: str | None = None, definition_dir: str | None = None) -> ContentTypeRow:
-    """Create a content type, with its content-type definition if given (checked first: a bad
-    one raises ``DefinitionError`` naming field and line; see :mod:`ringfence.store.validations`)."""
+                        definition: str | None = None, definition_dir: str | None = None,
+                        unvalidated_reason: str | None = None) -> ContentTypeRow:
+    """Create a content type with its content-type definition (checked first: a bad one raises
+    ``DefinitionError`` naming field and line; see :mod:`ringfence.store.validations`), or
+    without one and with the reason it is registered without validation."""
     check_content_type_name(name)
     if definition is not None:
+        if unvalidated_reason is not None:
+            raise InvalidInput("a content type with a definition is validated: drop unvalidated_reason",
+                               field="unvalidated_reason", value=unvalidated_reason)
         check_definition(name, category, definition, definition_dir)
     elif definition_dir is not None:
         raise InvalidInput("definition_dir without a definition", field="definition_dir", value=definition_dir)
+    else:
+        unvalidated_reason = check_unvalidated(name, category, unvalidated_reason)
     if s.get(ContentTypeRow, name) is not None:
         raise Conflict(f"content type {name!r} already exists", name=name)
     row = ContentTypeRow(name=name, category=category.value, created_at=now, created_by=actor,
-                         definition=definition, definition_dir=definition_dir if definition is not None else None)
+                         definition=definition, definition_dir=definition_dir if definition is not None else None,
+                         unvalidated_reason=unvalidated_reason)
     s.add(row)
     try:
         s.flush()
     except IntegrityError:
         raise Conflict(f"content type {name!r} was created concurrently", name=name) from None
+    return row
+
+
+def define_content_type(s: Session, name: str, *, definition: str, definition_dir: str) -> ContentTypeRow:
+    """Give a content type a (new) definition. Releases created before keep the results they
+    have; one created without a definition has none and must be validated again
+    (:func:`ringfence.store.validations.replace`) before it may start."""
+    row = s.execute(select(ContentTypeRow).where(ContentTypeRow.name == name).with_for_update()).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no content type named {name!r}", name=name)
+    check_definition(name, Category(row.category), definition, definition_dir)
+    row.definition, row.definition_dir, row.unvalidated_reason = definition, definition_dir, None
+    s.flush()
     return row
 
 
@@ -227,6 +248,15 @@ def apply_intent(
     s.flush()
     s.expire(row)
     return entry
+
+
+def note(s: Session, release_id: str, what: str, *, actor: str, now: datetime, reason: str,
+         details: Mapping[str, Any] | None = None) -> None:
+    """A history entry that is not a phase change (``validate``): from and to the current phase."""
+    row = get_release(s, release_id)
+    s.add(HistoryRow(release_id=release_id, at=now, intent=what, from_phase=row.phase, to_phase=row.phase,
+                     from_wave=row.wave, to_wave=row.wave, actor=actor, reason=reason, details=dict(details or {})))
+    s.flush()
 
 
 def history(s: Session, release_id: str) -> list[HistoryRow]:

@@ -89,7 +89,8 @@ class DeviceVersion(Base):
 class ContentTypeRow(Base):
     """A content type. ``definition`` is the YAML text of its content-type definition (what
     :mod:`ringfence.validation` checks a release against), ``definition_dir`` the directory on the
-    server where the definition's consumer commands run; both None for a type without one."""
+    server where the definition's consumer commands run; both None for a type without one, which
+    then carries ``unvalidated_reason``: why it was registered without validation."""
 
     __tablename__ = "content_types"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -98,6 +99,7 @@ class ContentTypeRow(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     definition: Mapped[str | None] = mapped_column(Text, nullable=True)
     definition_dir: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    unvalidated_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ArtifactRow(Base):

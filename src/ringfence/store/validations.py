@@ -3,8 +3,10 @@
 A content type may carry a definition (:mod:`ringfence.validation`); the validators it requires
 run on a release's artifact when the release is created, and every result is kept here, one row
 each. :func:`start_problems` is the gate: for a content type with a definition, a rollout may
-start only when results were recorded and every one of them passed. Content types without a
-definition have no gate.
+start only when every validator required by the definition or by its category
+(:data:`~ringfence.validation.CATEGORY_MINIMUM`) has results and every result passed. A content
+type without a definition was registered so on purpose, with a reason (``unvalidated_reason``):
+its rollouts start without validation, and the status and history say so.
 
 Functions take a session (the caller owns the transaction) and return rows or values.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
@@ -25,9 +27,16 @@ from ringfence.core.errors import InvalidInput, PlanProblem
 from ringfence.core.models import Category
 from ringfence.core.yamlpath import line_of
 from ringfence.store.schema import ContentTypeRow, DeviceVersion, HistoryRow, ValidationRow
-from ringfence.validation import ContentTypeDefinition, DefinitionError, ValidationResult, parse_definition
+from ringfence.validation import (
+    CATEGORY_MINIMUM,
+    ContentTypeDefinition,
+    DefinitionError,
+    ValidationResult,
+    parse_definition,
+)
 
 NO_RESULTS = "no validation results were recorded for this release"
+MIN_REASON = 10  # characters: skipping validation is explained, not waved through
 
 
 def check_definition(name: str, category: Category, text: str, directory: str | None) -> ContentTypeDefinition:
@@ -52,9 +61,29 @@ def check_definition(name: str, category: Category, text: str, directory: str | 
     if definition.category != category:
         problems.append(PlanProblem("category", f"the definition's category is {definition.category.value!r}, "
                                     f"the content type's {category.value!r}", line_of(root, ["category"])))
+    elif gaps := definition.category_gaps():
+        problems.append(PlanProblem("validators.required", f"category {category.value} requires "
+                                    f"{', '.join(CATEGORY_MINIMUM[category])}; missing: {', '.join(gaps)}",
+                                    line_of(root, ["validators", "required"])))
     if problems:
         raise DefinitionError(problems, source)
     return definition
+
+
+def check_unvalidated(name: str, category: Category, reason: str | None) -> str:
+    """The reason a content type is registered without a definition, checked: skipping
+    validation must be explained in a sentence."""
+    if reason is None or len(reason.strip()) < MIN_REASON:
+        raise InvalidInput(f"content type {name!r} ({category.value}) has no definition: give one (its category "
+                           f"requires the validators {', '.join(CATEGORY_MINIMUM[category])}), or say why it is "
+                           f"registered without validation in unvalidated_reason (at least {MIN_REASON} characters)",
+                           field="unvalidated_reason", value=reason)
+    return reason.strip()
+
+
+def required_validators(definition: ContentTypeDefinition) -> tuple[str, ...]:
+    """What the gate requires results of: the definition's validators, then its category's."""
+    return tuple(dict.fromkeys([*definition.validators.required, *CATEGORY_MINIMUM[definition.category]]))
 
 
 def definition_of(s: Session, content_type: str) -> ContentTypeDefinition | None:
@@ -82,6 +111,12 @@ def record(s: Session, release_id: str, results: Iterable[ValidationResult], now
     s.flush()
 
 
+def replace(s: Session, release_id: str, fresh: Iterable[ValidationResult], now: datetime) -> None:
+    """Replace a release's results with a new run's (the gate judges the latest run only)."""
+    s.execute(delete(ValidationRow).where(ValidationRow.release_id == release_id))
+    record(s, release_id, fresh, now)
+
+
 def results(s: Session, release_id: str) -> list[ValidationRow]:
     return list(s.scalars(select(ValidationRow).where(ValidationRow.release_id == release_id)
                           .order_by(ValidationRow.id)))
@@ -89,30 +124,51 @@ def results(s: Session, release_id: str) -> list[ValidationRow]:
 
 def start_problems(s: Session, release_id: str, content_type: str) -> list[str]:
     """Why the release may not start: each failed or error result as ``validator: message``
-    (failures first), or :data:`NO_RESULTS`. Empty when it may start, and always for a content
-    type without a definition."""
+    (failures first), then each required validator without results, or :data:`NO_RESULTS`.
+    Empty when it may start: every required validator passed, or the content type is registered
+    without validation (with its reason)."""
     row = s.get(ContentTypeRow, content_type)
-    if row is None or row.definition is None:
+    if row is None:
         return []
+    if row.definition is None:
+        return [] if row.unvalidated_reason else [
+            f"content type {content_type} has no definition and no reason to skip validation"]
+    definition = definition_of(s, content_type)
+    assert definition is not None
     rows = results(s, release_id)
     if not rows:
         return [NO_RESULTS]
     bad = sorted((r for r in rows if r.status != "passed"), key=lambda r: (r.status != "failed", r.id))
-    return [f"{r.validator}: {r.message}" for r in bad]
+    ran = {r.validator for r in rows}
+    missing = [f"{name}: not run, but required by {_required_by(definition, name)}"
+               for name in required_validators(definition) if name not in ran]
+    return [f"{r.validator}: {r.message}" for r in bad] + missing
+
+
+def _required_by(definition: ContentTypeDefinition, validator: str) -> str:
+    return (f"the definition of {definition.name}" if validator in definition.validators.required
+            else f"category {definition.category.value}")
 
 
 def validation_json(s: Session, release_id: str, content_type: str) -> dict[str, Any] | None:
-    """``{ok, results, emergency_override}`` for a release whose content type has a definition,
-    else None. ``emergency_override`` is the start that overrode a failed validation, if any."""
+    """``{ok, required, results, problems, emergency_override, unvalidated_reason}``, or None
+    for an unknown content type. ``ok`` is whether the gate is open on validation's merits (never
+    for a content type registered without validation); ``problems`` what keeps it closed;
+    ``emergency_override`` the start that overrode it, if any."""
     row = s.get(ContentTypeRow, content_type)
-    if row is None or row.definition is None:
+    if row is None:
         return None
+    definition = definition_of(s, content_type)
     rows = results(s, release_id)
+    problems = start_problems(s, release_id, content_type) if definition is not None else []
     override = s.scalars(select(HistoryRow).where(HistoryRow.release_id == release_id, HistoryRow.intent == "start")
                          .order_by(HistoryRow.id)).all()
     emergency = next((h for h in override if h.details.get("emergency")), None)
     return {
-        "ok": bool(rows) and all(r.status == "passed" for r in rows),
+        "ok": definition is not None and not problems,
+        "required": list(required_validators(definition)) if definition is not None else [],
+        "problems": problems,
+        "unvalidated_reason": row.unvalidated_reason if definition is None else None,
         "results": [{"validator": r.validator, "target": r.target, "status": r.status, "message": r.message,
                      "details": r.details, "at": utc(r.at).isoformat()} for r in rows],
         "emergency_override": None if emergency is None else {

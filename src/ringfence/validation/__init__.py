@@ -17,6 +17,7 @@ values — passed, failed or error; error is never a pass.
 from ringfence.validation.contract import check_contract
 from ringfence.validation.definition import (
     BUILT_IN_VALIDATORS,
+    CATEGORY_MINIMUM,
     ContentTypeDefinition,
     DefinitionError,
     PlatformTarget,
@@ -28,7 +29,8 @@ from ringfence.validation.runner import validate
 from ringfence.validation.validator import REGISTRY, Context, Limits, Validator, register
 
 __all__ = [
-    "BUILT_IN_VALIDATORS", "REGISTRY", "ContentTypeDefinition", "Context", "DefinitionError", "Limits",
+    "BUILT_IN_VALIDATORS", "CATEGORY_MINIMUM", "REGISTRY", "ContentTypeDefinition", "Context", "DefinitionError",
+    "Limits",
     "PlatformTarget", "Report", "Status", "ValidationResult", "Validator", "check_contract", "load_definition",
     "parse_definition", "register", "validate",
 ]

@@ -53,6 +53,17 @@ from ringfence.core.yamlpath import line_of, load_document, model_problems
 BUILT_IN_VALIDATORS = ("schema", "contract", "command", "fuzz", "matrix")
 _NEEDS_CONSUMER = ("contract", "fuzz", "matrix")
 
+#: The validators a category requires of every release, whatever its definition says. Content that
+#: reaches a kernel or a boot path is checked for shape, against every live consumer's interface,
+#: through the real consumer under mutation, and on every platform; software must at least run on
+#: every platform; configuration must at least have a schema.
+CATEGORY_MINIMUM: dict[Category, tuple[str, ...]] = {
+    Category.RAPID_RESPONSE: ("schema", "contract", "fuzz", "matrix"),
+    Category.SYSTEM_CRITICAL: ("schema", "contract", "fuzz", "matrix"),
+    Category.SOFTWARE: ("matrix",),
+    Category.CONFIGURATION: ("schema",),
+}
+
 
 class DefinitionError(DocumentError):
     """A content-type definition that does not validate: every problem with its field and line."""
@@ -163,6 +174,10 @@ class ContentTypeDefinition(_Model):
         if "schema" in required and self.format == "json" and self.json_schema is None:
             raise ValueError("format json has no built-in schema: declare one under 'schema'")
         return self
+
+    def category_gaps(self) -> tuple[str, ...]:
+        """The validators its category requires (:data:`CATEGORY_MINIMUM`) that it does not."""
+        return tuple(v for v in CATEGORY_MINIMUM[self.category] if v not in self.validators.required)
 
     def covered_versions(self, live_versions: Collection[str] = ()) -> tuple[str, ...]:
         """Declared consumer versions, then live versions seen in the fleet, each once."""
