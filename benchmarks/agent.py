@@ -251,7 +251,8 @@ class Server:
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(
                 [*ringfence_command(), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--poll-interval", str(self.poll_interval)],
+                 "--port", str(self.port), "--poll-interval", str(self.poll_interval),
+                 "--approvals", "rapid-response=0"],  # the benchmark measures agents, not approvals
                 stdout=logf, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -28,6 +28,9 @@ from tests.conftest import free_port
 
 RINGFENCE = [sys.executable, "-m", "ringfence"]
 UNVALIDATED = "rollout mechanics only, no validation"  # content types the tests register without a definition
+# Servers of tests about rollout mechanics start releases without approvals; the change-management
+# tests run with the defaults (``approvals=""``).
+NO_APPROVALS = "rapid-response=0,system-critical=0,software=0,configuration=0"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
@@ -44,8 +47,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
 class ServerProcess:
     """``ringfence init`` + ``ringfence server`` in ``data_dir``; ``url`` and ``token`` once started."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, poll_interval: float = 1.0) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None, poll_interval: float = 1.0,
+                 approvals: str = NO_APPROVALS) -> None:
         self.data_dir = data_dir
+        self.approvals = approvals
         self.env: dict[str, str] = {}
         if database_url is not None:
             self.env["RINGFENCE_DATABASE_URL"] = database_url
@@ -66,7 +71,7 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*RINGFENCE, "server", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--poll-interval", str(self.poll_interval)],
+             "--poll-interval", str(self.poll_interval), "--approvals", self.approvals],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ agents roll back by themselves, and the server halts the rollout in its first wa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +83,12 @@ def test_an_overridden_bad_release_is_still_halted_by_the_rollout(server: Server
     cli = run_cli("rollout", "start", bad, env=server.cli_env())  # as a person types it
     assert cli.returncode != 0
     assert "validation failed: contract: instance 291-d of template ipc-pipe reads field 20" in cli.stderr
-    # ... until someone overrides it in an emergency, which the history keeps.
+    # ... until a second person approves the emergency path and someone takes it, which the history keeps.
+    made = run_cli("token", "create", "--role", "approver", "--name", "dana", "--json", env=server.cli_env(),
+                   check=True)
+    dana = {**server.cli_env(), "RINGFENCE_TOKEN": json.loads(made.stdout)["token"]}
+    approved = run_cli("release", "approve", bad, "--emergency", "--reason", "exploit in the wild", env=dana)
+    assert approved.returncode == 0, approved.stderr
     started = publisher.http.post(f"/v1/rollouts/{bad}/start",
                                   json={"emergency": True, "reason": "active exploit, no time to fix the sensor"})
     assert started.status_code == 200, started.text
@@ -93,6 +99,7 @@ def test_an_overridden_bad_release_is_still_halted_by_the_rollout(server: Server
     assert status["totals"]["failed"] >= 1 and status["totals"]["reverted"] >= 1
     start = next(h for h in status["history"] if h["intent"] == "start")
     assert start["reason"].startswith("emergency override of failed validation: contract")
+    assert start["details"]["approved_by"] == "dana"
     assert status["validation"]["ok"] is False and status["validation"]["emergency_override"] is not None
     for agent in agents:
         agent.wait_for(lambda a=agent: a.journal()["content"].get(CT, {}).get("active") == "1",

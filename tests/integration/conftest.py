@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ringfence.core.clock import ManualClock
+from ringfence.core.models import Category
 from ringfence.server.app import create_app
 from ringfence.server.config import ServerConfig
 from ringfence.store.access import create_api_token
@@ -70,6 +71,7 @@ def make_api(tmp_path: Path, db_url: str, **config: Any) -> Iterator[Api]:
     clock = ManualClock()
     with database.session() as s:
         _, admin = create_api_token(s, name="admin", role="admin", now=clock.now())
+    config.setdefault("approvals", dict.fromkeys(Category, 0))  # change management has its own tests
     settings = ServerConfig(data_dir=tmp_path, database_url=db_url, reconcile_interval_s=0.05,
                             population_refresh_s=0.05, **config)
     app = create_app(settings, clock)

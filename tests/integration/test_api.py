@@ -80,7 +80,8 @@ def test_content_types_create_list_and_refuse_bad_input(api: Api) -> None:
     reason = "lab content type for rollout drills"
     r = api.http.post("/v1/content-types", json={"name": CT, "category": "rapid-response",
                                                   "unvalidated_reason": reason})
-    listed = {"name": CT, "category": "rapid-response", "validated": False, "unvalidated_reason": reason}
+    listed = {"name": CT, "category": "rapid-response", "team": None, "validated": False,
+              "unvalidated_reason": reason}
     assert r.status_code == 201 and r.json() == listed
     assert api.http.get("/v1/content-types").json()["content_types"] == [listed]
 

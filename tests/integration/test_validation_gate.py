@@ -46,7 +46,8 @@ def release_of(api: Api, instance: str, version: str) -> dict[str, Any]:
 
 def test_a_content_type_is_registered_with_its_definition(gated: Api) -> None:
     assert gated.http.get("/v1/content-types").json()["content_types"] == [
-        {"name": CT, "category": "rapid-response", "validated": True, "definition_dir": str(EXAMPLE)}]
+        {"name": CT, "category": "rapid-response", "team": None, "validated": True,
+         "definition_dir": str(EXAMPLE)}]
     one = gated.http.get(f"/v1/content-types/{CT}").json()
     assert one["required_validators"] == ["schema", "contract", "fuzz", "matrix"]
 
@@ -106,6 +107,17 @@ def test_a_release_that_failed_validation_starts_only_by_emergency_override(gate
     bare = gated.http.post(f"/v1/rollouts/{rid}/start", json={"emergency": True})
     assert bare.status_code == 400 and error_of(bare)["details"]["field"] == "reason"
 
+    # Nor without another person's emergency approval; its author may not give it
+    alone = gated.http.post(f"/v1/rollouts/{rid}/start", json={"emergency": True, "reason": "outage fix"})
+    assert alone.status_code == 403 and "needs an emergency approval by somebody other" in error_of(alone)["message"]
+    own = gated.http.post(f"/v1/releases/{rid}/approve", json={"emergency": True, "reason": "mine"})
+    assert own.status_code == 403 and "may not approve it" in error_of(own)["message"]
+    approver = gated.as_token(gated.token_for("approver"))
+    assert approver.post(f"/v1/releases/{rid}/approve", json={"emergency": True}).status_code == 400  # no reason
+    ok = approver.post(f"/v1/releases/{rid}/approve", json={"emergency": True, "reason": "customers down"})
+    assert ok.status_code == 200, ok.text
+    assert [a["approver"] for a in ok.json()["approvals"]["emergency"]] == ["approver-user"]
+
     # When it is started as an emergency with a reason, Then it rolls and the override is kept
     started = gated.http.post(f"/v1/rollouts/{rid}/start", json={"emergency": True, "reason": "outage fix"})
     assert started.status_code == 200, started.text
@@ -115,9 +127,11 @@ def test_a_release_that_failed_validation_starts_only_by_emergency_override(gate
     assert start["intent"] == "start"
     assert start["reason"].startswith("emergency override of failed validation: contract: instance 291-d")
     assert start["reason"].endswith("reason: outage fix")
-    assert start["details"]["emergency"] is True and "second-person approval" in start["details"]["approval"]
+    assert "approved by approver-user (customers down)" in start["reason"]
+    assert start["details"]["emergency"] is True and start["details"]["approved_by"] == "approver-user"
     override = body["validation"]["emergency_override"]
     assert override["reason"] == "outage fix" and override["checks"] == err["details"]["checks"]
+    assert override["approved_by"] == "approver-user"
 
 
 def test_a_release_that_passed_validation_starts_normally(gated: Api) -> None:
@@ -143,7 +157,7 @@ def test_a_content_type_registered_without_validation_says_so_where_its_rollouts
     assert validation["unvalidated_reason"] == UNVALIDATED
     started = api.http.post(f"/v1/rollouts/{rid}/start", json={"reason": "drill"}).json()
     assert started["phase"] == "rolling"
-    assert started["history"][-1]["details"] == {"unvalidated_reason": UNVALIDATED}
+    assert started["history"][-1]["details"] == {"unvalidated_reason": UNVALIDATED, "approved_by": []}
     again = api.http.post(f"/v1/releases/{rid}/validate")
     assert again.status_code == 409 and "started" in error_of(again)["message"]
 

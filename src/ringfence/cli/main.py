@@ -8,22 +8,26 @@ Every remote command reads ``--server`` / ``RINGFENCE_SERVER`` and ``--token`` /
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, ApiError, Client
+from ringfence.cli.audit import audit_app
+from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, Client
+from ringfence.cli.common import DataDir, Json, Server, Token, err, out, reports
+from ringfence.cli.common import fail as _fail
+from ringfence.cli.common import print_json as _print_json
+from ringfence.cli.keys import keys_app
+from ringfence.cli.people import freeze_app, release_approve, release_plan, team_app
+from ringfence.cli.people import token_app as api_token_app
+from ringfence.cli.policy import policy_app
 from ringfence.cli.sim import sim_app
 from ringfence.cli.validate import validate_command
-from ringfence.core.errors import PlanError, RingfenceError
 
 app = typer.Typer(help="Ringfence: safe progressive delivery of updates to large fleets.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -43,56 +47,26 @@ agent_app = typer.Typer(help="The endpoint agent.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.command("validate")(validate_command)
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-Server = Annotated[str | None, typer.Option("--server", envvar="RINGFENCE_SERVER", help="API base URL")]
-Token = Annotated[str | None, typer.Option("--token", envvar="RINGFENCE_TOKEN", help="API token")]
-Json = Annotated[bool, typer.Option("--json", help="print JSON")]
-DataDir = Annotated[Path, typer.Option("--data-dir", help="where the database and artifacts live")]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def reports(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn API, domain and file errors into one line on stderr and an exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as exc:
-            raise _fail(exc.message, exc.exit_code) from None
-        except PlanError as exc:
-            lines = [f"{exc.source}:{p.line or '?'}: {p.field}: {p.message}" for p in exc.problems]
-            raise _fail("\n".join(lines), EXIT_INVALID) from None
-        except RingfenceError as exc:
-            from ringfence.cli.client import exit_code_for
-            from ringfence.server.errors import status_of
-
-            raise _fail(exc.message, exit_code_for(status_of(exc))) from None
-        except OSError as exc:
-            raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_INVALID) from None
-
-    return wrapper
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
-
+app.add_typer(api_token_app, name="token")
+app.add_typer(team_app, name="team")
+app.add_typer(freeze_app, name="freeze")
+app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+release_app.command("approve")(reports(release_approve))
+release_app.command("plan")(reports(release_plan))
 
 # -- local commands ---------------------------------------------------------------------------------
 @app.command()
 @reports
-def init(data_dir: DataDir, json_out: Json = False) -> None:
-    """Create the database (SQLite in DATA_DIR, or RINGFENCE_DATABASE_URL) and an admin token."""
+def init(
+    data_dir: DataDir,
+    keys: Annotated[bool, typer.Option("--keys/--no-keys", help="create TUF signing keys in DATA_DIR/keys "
+                                                                 "(unless they exist)")] = True,
+    json_out: Json = False,
+) -> None:
+    """Create the database (SQLite in DATA_DIR, or RINGFENCE_DATABASE_URL), an admin token and the
+    TUF keys artifacts are signed with."""
     from ringfence.core.clock import SystemClock
     from ringfence.store.access import create_api_token
     from ringfence.store.db import Database, database_url, redact
@@ -110,13 +84,25 @@ def init(data_dir: DataDir, json_out: Json = False) -> None:
             token_id, secret = create_api_token(s, name="admin", role="admin", now=SystemClock().now())
     finally:
         db.dispose()
-    result = {"data_dir": str(data_dir), "database": redact(db.url), "admin_token": secret, "token_id": token_id}
+    result: dict[str, Any] = {"data_dir": str(data_dir), "database": redact(db.url), "admin_token": secret,
+                              "token_id": token_id}
+    key_dir = data_dir / "keys"
+    if keys and not key_dir.exists():
+        from ringfence.trust import init_keys
+
+        init_keys(key_dir)
+    if (key_dir / "publish" / "1.root.json").is_file():
+        result["trusted_root"] = str((key_dir / "publish" / "1.root.json").resolve())
     if json_out:
         _print_json(result)
         return
     out.print(f"Initialised {result['database']}")
     out.print("Admin token (shown once; keep it safe):")
     out.print(secret, markup=False, highlight=False)
+    if "trusted_root" in result:
+        out.print(f"Agents verify artifacts from the root {result['trusted_root']} (ship it with them). The root "
+                  f"and targets keys in {key_dir}/root and {key_dir}/targets belong offline: move them off this "
+                  "machine and keep only online/ and publish/ here.", highlight=False)
 
 
 @app.command()
@@ -127,6 +113,12 @@ def server(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8470,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
     poll_interval: Annotated[float, typer.Option(help="seconds between agent check-ins")] = 60.0,
+    approvals: Annotated[str, typer.Option(
+        "--approvals", help="approvals a release needs per category, e.g. 'software=2,rapid-response=1' "
+        "(categories left out keep their default: 1, software 2; 0 turns approvals off for a category)")] = "",
+    trust_keys: Annotated[Path | None, typer.Option(
+        "--trust-keys", help="key directory from `ringfence keys init` (its online/ and publish/ are read); "
+        "default DATA_DIR/keys")] = None,
 ) -> None:
     """Run the control plane (API, agent endpoints, reconciler)."""
     import uvicorn
@@ -150,9 +142,29 @@ def server(
     finally:
         probe.dispose()
     log_config = configure(log_format)
-    config = ServerConfig(data_dir=data_dir, database_url=url, host=host, port=port, poll_interval_s=poll_interval)
+    config = ServerConfig(data_dir=data_dir, database_url=url, host=host, port=port, poll_interval_s=poll_interval,
+                          approvals=_approvals(approvals), trust_keys=trust_keys)
     uvicorn.run(create_app(config), host=host, port=port, log_config=log_config, access_log=False,
                 timeout_graceful_shutdown=5)
+
+
+def _approvals(text: str) -> dict[Any, int]:
+    """``--approvals`` over the defaults; a bad entry names itself."""
+    from ringfence.core.models import Category
+    from ringfence.store.change import DEFAULT_APPROVALS
+
+    counts: dict[Any, int] = dict(DEFAULT_APPROVALS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            category = Category(name.strip())
+        except ValueError:
+            raise _fail(f"--approvals: unknown category {name.strip()!r} in {item!r}; expected one of "
+                        f"{', '.join(c.value for c in Category)}", EXIT_INVALID) from None
+        if not value.strip().isdigit() or int(value) > 10:
+            raise _fail(f"--approvals: {item!r} needs a count from 0 to 10", EXIT_INVALID)
+        counts[category] = int(value)
+    return counts
 
 
 @plan_app.command("check")
@@ -185,6 +197,7 @@ def content_type_create(
     definition: Annotated[Path | None, typer.Option(
         "--definition", help="a content-type definition (YAML): releases must pass its validators before they "
         "start; its consumer commands run on the server from this file's directory")] = None,
+    team: Annotated[str | None, typer.Option("--team", help="the team that owns it (default: your token's)")] = None,
     unvalidated: Annotated[str | None, typer.Option(
         "--unvalidated", metavar="REASON", help="register without a definition: its releases start without "
         "validation; say why (kept with the content type and shown in every rollout's status)")] = None,
@@ -197,6 +210,8 @@ def content_type_create(
         body |= _definition_body(definition)
     if unvalidated is not None:
         body["unvalidated_reason"] = unvalidated
+    if team is not None:
+        body["team"] = team
     with Client(server, token) as c:
         result = c.post("/v1/content-types", body)
     _print_json(result) if json_out else out.print(f"content type {result['name']} ({result['category']}) created")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from ringfence.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from ringfence.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from ringfence.core.models import check_sha256, check_version, parse_category
 from ringfence.core.plan import parse_plan
 from ringfence.core.rollout import OPERATOR_INTENTS, Intent, Phase
@@ -22,9 +22,10 @@ from ringfence.delivery.blobs import BlobStore
 from ringfence.engine.reconciler import Observations, step
 from ringfence.server import auth
 from ringfence.server.auth import Actor
+from ringfence.server.gate import owned_content_type, owned_release, required_approvals, start_gate
 from ringfence.server.schemas import ContentTypeIn, DefinitionIn, EnrollTokenIn, ReasonIn, ReleaseIn
 from ringfence.store import access, releases, validations
-from ringfence.store.schema import ContentTypeRow
+from ringfence.store.schema import ContentTypeRow, TeamRow
 from ringfence.store.telemetry import rollout_status
 from ringfence.validation import ContentTypeDefinition, ValidationResult, validate
 
@@ -33,34 +34,46 @@ Reader = Annotated[Actor, Depends(auth.reader)]
 Operator = Annotated[Actor, Depends(auth.operator)]
 Releaser = Annotated[Actor, Depends(auth.releaser)]
 Admin = Annotated[Actor, Depends(auth.admin)]
+TenantReader = Annotated[Actor, Depends(auth.tenant_reader)]
+TenantAdmin = Annotated[Actor, Depends(auth.tenant_admin)]
 
 
 @router.post("/content-types", status_code=201)
 def create_content_type(body: ContentTypeIn, who: Admin, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
     category = parse_category(body.category)
+    team = body.team if body.team is not None else who.team
+    auth.require_owner(who, team, f"content type {body.name}")
     with rt.db.session() as s:
+        if team is not None and s.get(TeamRow, team) is None:
+            raise InvalidInput(f"no team named {team!r}; create it first", field="team", value=team)
         row = releases.create_content_type(s, body.name, category, actor=who.name, now=rt.clock.now(),
                                            definition=body.definition, definition_dir=body.definition_dir,
-                                           unvalidated_reason=body.unvalidated_reason)
+                                           unvalidated_reason=body.unvalidated_reason, team=team)
+        auth.audit(s, request, who, "content-type.create", target=row.name, reason=row.unvalidated_reason or "",
+                   details={"category": row.category, "team": team, "validated": row.definition is not None})
         return _content_type_json(row)
 
 
 def _content_type_json(row: ContentTypeRow) -> dict[str, Any]:
     if row.definition is None:
-        return {"name": row.name, "category": row.category, "validated": False,
+        return {"name": row.name, "category": row.category, "team": row.team, "validated": False,
                 "unvalidated_reason": row.unvalidated_reason}
-    return {"name": row.name, "category": row.category, "validated": True, "definition_dir": row.definition_dir}
+    return {"name": row.name, "category": row.category, "team": row.team, "validated": True,
+            "definition_dir": row.definition_dir}
 
 
 @router.put("/content-types/{name:path}/definition")
-def define_content_type(name: str, body: DefinitionIn, _: Admin, request: Request) -> dict[str, Any]:
+def define_content_type(name: str, body: DefinitionIn, who: Admin, request: Request) -> dict[str, Any]:
     """Give a content type a new definition; later releases are validated against it, and a
     release not yet started can be validated again (``POST /v1/releases/{id}/validate``)."""
     rt = auth.runtime(request)
     with rt.db.session() as s:
-        return _content_type_json(releases.define_content_type(s, name, definition=body.definition,
-                                                               definition_dir=body.definition_dir))
+        auth.require_owner(who, releases.get_content_type(s, name).team, f"content type {name}")
+        row = releases.define_content_type(s, name, definition=body.definition, definition_dir=body.definition_dir)
+        auth.audit(s, request, who, "content-type.define", target=name,
+                   details={"definition_dir": body.definition_dir})
+        return _content_type_json(row)
 
 
 @router.get("/content-types")
@@ -104,6 +117,7 @@ async def push_artifact(
 
     def _known() -> None:
         with rt.db.session() as s:
+            owned_content_type(s, who, content_type)
             releases.ensure_new_artifact(s, content_type, version)
 
     await asyncio.to_thread(_known)  # fail before reading a large body
@@ -113,6 +127,9 @@ async def push_artifact(
         with rt.db.session() as s:
             row = releases.create_artifact(s, content_type=content_type, version=version, sha256=blob.sha256,
                                            size=blob.size, actor=who.name, now=rt.clock.now())
+            rt.sign_artifact(content_type, version, blob.sha256, blob.size, row.id)  # before the commit
+            auth.audit(s, request, who, "artifact.push", target=f"{content_type} {version}",
+                       details={"sha256": blob.sha256, "size": blob.size, "signed": rt.trust is not None})
             return releases.artifact_dict(row)
 
     return await asyncio.to_thread(_record)
@@ -146,17 +163,22 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
 
     def _create() -> dict[str, Any]:
         with rt.db.session() as s:  # short: nothing is held while the validators run
+            owned_content_type(s, who, body.content_type)
             judged = _validation_inputs(s, body.content_type, body.version, body.plan, body.plan_origin)
         results = _judge(*judged, rt.blobs) if judged is not None else ()
         now = rt.clock.now()
         with rt.db.session() as s:
             row = releases.create_release(s, content_type=body.content_type, version=body.version,
                                           plan_source=body.plan, plan_origin=body.plan_origin, actor=who.name,
-                                          now=now)
+                                          now=now, approvals_required=required_approvals(
+                                              rt, releases.get_content_type(s, body.content_type)))
             if judged is not None:
                 validations.record(s, row.id, results, now)
             for action in step(releases.rollout_state(row), releases.release_plan(row), Observations(), now):
                 releases.apply_intent(s, row.id, action.intent, actor="system", reason=action.reason, now=now)
+            auth.audit(s, request, who, "release.create", target=row.id,
+                       details={"content_type": row.content_type, "version": row.version, "plan": row.plan_name,
+                                "validation": _tally(results) if judged is not None else "none"})
             return rollout_status(s, row.id, rt.clock.now())
 
     return await asyncio.to_thread(_create)
@@ -171,7 +193,7 @@ async def revalidate_release(release_id: str, request: Request) -> dict[str, Any
 
     def _run() -> dict[str, Any]:
         with rt.db.session() as s:
-            row = releases.get_release(s, release_id)
+            row = owned_release(s, who, release_id)
             _not_started(row.phase, release_id)
             judged = _validation_inputs(s, row.content_type, row.version, row.plan_source, row.plan_name)
             if judged is None:
@@ -185,6 +207,7 @@ async def revalidate_release(release_id: str, request: Request) -> dict[str, Any
             validations.replace(s, release_id, results, now)
             releases.note(s, release_id, "validate", actor=who.name, now=now,
                           reason=f"validated again: {_tally(results)}")
+            auth.audit(s, request, who, "release.validate", target=release_id, reason=_tally(results))
             return rollout_status(s, release_id, rt.clock.now())
 
     return await asyncio.to_thread(_run)
@@ -269,11 +292,12 @@ async def rollout_action(release_id: str, action: str, request: Request,
 
     def _apply() -> dict[str, Any]:
         with rt.db.session() as s:
+            owned_release(s, who, release_id)
             text, details = reason, None
             if intent is Intent.START:
-                text, details = _start_gate(s, release_id, reason, emergency=emergency)
+                text, details = start_gate(s, rt, who, release_id, reason, emergency=emergency)
             releases.apply_intent(s, release_id, intent, actor=who.name, reason=text, now=rt.clock.now(),
-                                  details=details)
+                                  details=details, role=who.role, source=auth.source(request))
         with rt.db.session() as s:
             return rollout_status(s, release_id, rt.clock.now())
 
@@ -282,35 +306,18 @@ async def rollout_action(release_id: str, action: str, request: Request,
     return status
 
 
-def _start_gate(s: Session, release_id: str, reason: str, *, emergency: bool) -> tuple[str, dict[str, Any] | None]:
-    """The validation gate of ``start``: the history reason and details to start with. Raises
-    ``Conflict`` naming every failed or error check unless ``emergency`` (with a reason)
-    overrides it; the override is written to the start's history entry."""
-    row = releases.get_release(s, release_id)
-    checks = validations.start_problems(s, release_id, row.content_type)
-    if not checks:
-        content_type = releases.get_content_type(s, row.content_type)
-        if content_type.definition is None:  # said once per rollout, where people read
-            return reason, {"unvalidated_reason": content_type.unvalidated_reason}
-        return reason, None
-    if not emergency:
-        raise Conflict(f"validation failed: {'; '.join(checks)}", release=release_id, checks=checks)
-    if not reason.strip():
-        raise InvalidInput("an emergency override of failed validation needs a reason", field="reason", value=reason)
-    return (f"emergency override of failed validation: {'; '.join(checks)}; reason: {reason}",
-            {"emergency": True, "reason": reason, "checks": checks,
-             "approval": "one person (the starter); second-person approval is not implemented yet and comes "
-                         "with the security work"})
-
-
 @router.get("/devices")
 def list_devices(
-    _: Reader, request: Request,
+    who: TenantReader, request: Request,
     tenant: str | None = None, platform: str | None = None, os_version: str | None = None,
     arch: str | None = None, region: str | None = None, channel: str | None = None, tag: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     rt = auth.runtime(request)
+    if who.tenant is not None:
+        if tenant is not None:
+            auth.require_tenant(who, tenant)
+        tenant = who.tenant
     filters = {k: v for k, v in {"tenant": tenant, "platform": platform, "os_version": os_version, "arch": arch,
                                  "region": region, "channel": channel}.items() if v is not None}
     with rt.db.session() as s:
@@ -319,15 +326,20 @@ def list_devices(
 
 
 @router.post("/enroll-tokens", status_code=201)
-def create_enroll_token(body: EnrollTokenIn, who: Admin, request: Request) -> dict[str, Any]:
+def create_enroll_token(body: EnrollTokenIn, who: TenantAdmin, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
+    auth.require_tenant(who, body.tenant)
+    if who.team is not None:
+        raise Forbidden(f"the token of {who.name} is for team {who.team!r}; enrolment is the fleet's admins' "
+                        "or the tenant's", team=who.team)
     with rt.db.session() as s:
         token_id, secret = access.create_enroll_token(s, tenant=body.tenant, actor=who.name, now=rt.clock.now())
+        auth.audit(s, request, who, "enroll-token.create", target=token_id, details={"tenant": body.tenant})
     return {"id": token_id, "tenant": body.tenant, "token": secret}
 
 
 @router.get("/whoami")
-def whoami(who: Reader) -> dict[str, Any]:
-    return {"name": who.name, "role": who.role, "token_id": who.token_id}
+def whoami(who: TenantReader) -> dict[str, Any]:
+    return {"name": who.name, "role": who.role, "token_id": who.token_id, "team": who.team, "tenant": who.tenant}
 
 

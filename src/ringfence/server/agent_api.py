@@ -166,7 +166,7 @@ def _decide_all(rt: Runtime, device_id: str, now: datetime) -> tuple[dict[str, A
     interval = rt.config.poll_interval_s
     admitted: list[_Admitted] = []
     for content_type in snap.content_types():
-        decision, stratum = snap.decide(device_id, content_type)
+        decision, stratum = snap.decide(device_id, content_type, now)
         target = decision.target
         view = snap.views.get(content_type)
         if decision.admit_wave is not None and stratum is not None and target is not None and view is not None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 import ringfence
 from ringfence.core.clock import Clock
-from ringfence.server import admin_api, agent_api, errors
+from ringfence.server import admin_api, agent_api, audit_api, change_api, errors, policy_api, trust_api
 from ringfence.server.config import ServerConfig
 from ringfence.server.runtime import Runtime
 
@@ -36,6 +36,10 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(agent_api.router)  # first: check-ins are most of the traffic
     app.include_router(admin_api.router)
+    app.include_router(change_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(trust_api.router)
+    app.include_router(policy_api.router)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, str]:

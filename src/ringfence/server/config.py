@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringfence.core.models import Category
 from ringfence.engine.reconciler import EngineLimits
+from ringfence.store.change import DEFAULT_APPROVALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,19 @@ class ServerConfig:
     population_refresh_s: float = 2.0
     rollout_watch_s: float = 1.0  # PostgreSQL: how often to look for other nodes' transitions
     engine: EngineLimits = field(default_factory=EngineLimits)
+    # Change management: approvals a release of each category needs (people other than its author)
+    approvals: Mapping[Category, int] = field(default_factory=lambda: dict(DEFAULT_APPROVALS))
+
+    # Signed delivery: a key directory made by `ringfence keys init` (only ``online/`` and
+    # ``publish/`` are read); default ``DATA_DIR/keys`` when it exists. None of it: unsigned.
+    trust_keys: Path | None = None
+    timestamp_refresh_s: float = 3600.0  # re-sign the TUF timestamp (it lives a day) this often
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def trust_key_dir(self) -> Path | None:
+        chosen = self.trust_keys or self.data_dir / "keys"
+        return chosen if (chosen / "online").is_dir() else None

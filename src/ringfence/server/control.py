@@ -29,6 +29,7 @@ from ringfence.core.errors import Conflict, RingfenceError
 from ringfence.core.rollout import ACTIVE_PHASES, Phase
 from ringfence.engine.reconciler import EngineLimits, step
 from ringfence.server.snapshot import LoadedViews, Revoked
+from ringfence.store import policies
 from ringfence.store.db import Database
 from ringfence.store.releases import (
     apply_intent,
@@ -49,7 +50,9 @@ _TICKED_PHASES = (Phase.DRAFT.value, Phase.ROLLING.value, Phase.ROLLING_BACK.val
 
 def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
     """Read what the snapshot needs. Admissions are read only for rollouts the snapshot does not
-    hold yet (its own copy is newer than the database's)."""
+    hold yet (its own copy is newer than the database's). Channel policies come along, with the
+    pinned versions' targets and, for content types some policy delays, the completed releases
+    a delay picks from."""
     with db.session() as s:
         views: dict[str, RolloutView] = {}
         admissions: dict[str, dict[str, tuple[int, str]]] = {}
@@ -77,8 +80,14 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
             if phase in _REVOKED_PHASES:
                 rid = by_version[(ct, version)]
                 revoked.setdefault(ct, {})[version] = Revoked(rid, phase, _rollback_reason(s, rid))
+        book = policies.load_book(s)
+        kinds = policies.categories(s)
+        gone = {ct: set(versions) for ct, versions in revoked.items()}
+        general = policies.general_history(s, policies.content_types_with_delays(book, kinds), gone)
+        pinned = policies.pinned_targets(s, book, by_version)
         marker = rollouts_marker(s)
-    return LoadedViews(views, baselines, admissions, by_version, marker, revoked, placebos)
+    return LoadedViews(views, baselines, admissions, by_version, marker, revoked, placebos, categories=kinds,
+                       policies=book, pinned=pinned, general=general)
 
 
 _REVOKED_PHASES = (Phase.ROLLING_BACK.value, Phase.ROLLED_BACK.value)
@@ -93,9 +102,11 @@ def _rollback_reason(s: Session, release_id: str) -> str:
 
 def rollouts_marker(s: Session) -> tuple[int, int]:
     """Changes whenever any release is created or changes phase or wave (every transition bumps
-    its revision): how a node notices what another node did."""
+    its revision), and whenever a channel policy is set or cleared (so does every policy change):
+    how a node notices what another node did."""
     count, revisions = s.execute(select(func.count(), func.coalesce(func.sum(ReleaseRow.revision), 0))).one()
-    return int(count), int(revisions)
+    policy_rows, policy_revisions = policies.policies_marker(s)
+    return int(count) + policy_rows, int(revisions) + policy_revisions
 
 
 class Leadership:

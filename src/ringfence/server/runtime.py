@@ -9,7 +9,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import Unavailable
@@ -20,6 +20,8 @@ from ringfence.server.ingest import WriteBatcher
 from ringfence.server.snapshot import FleetSnapshot
 from ringfence.store.access import iter_device_records
 from ringfence.store.db import Database, redact
+from ringfence.store.releases import list_artifacts
+from ringfence.trust import TrustRepository, target_path
 
 log = logging.getLogger("ringfence.server")
 LOCK_FILE = "server.lock"
@@ -34,6 +36,8 @@ class Runtime:
         self.snapshot = FleetSnapshot()
         self.batcher: WriteBatcher
         self.reconciler: Reconciler
+        self.trust: TrustRepository | None = None
+        self._published_revocations: dict[str, Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_file: IO[str] | None = None
         self._reload_lock: asyncio.Lock
@@ -58,6 +62,7 @@ class Runtime:
                 self.snapshot.load_devices(iter_device_records(s))
 
         await asyncio.to_thread(_devices)
+        await asyncio.to_thread(self._open_trust)
         await self.reload_views()
         log.info("fleet snapshot: %d devices, %d active rollouts", len(self.snapshot.devices),
                  len(self.snapshot.views))
@@ -68,6 +73,8 @@ class Runtime:
         ]
         if not self.db.is_sqlite:
             self._tasks.append(asyncio.create_task(self._watch_rollouts(), name="rollout-watch"))
+        if self.trust is not None:
+            self._tasks.append(asyncio.create_task(self._refresh_timestamp(), name="tuf-timestamp"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -88,6 +95,64 @@ class Runtime:
             known = set(self.snapshot.admissions)
             loaded = await asyncio.to_thread(load_views, self.db, known)
             self.snapshot.install_views(loaded)
+            if self.trust is not None:
+                await asyncio.to_thread(self.publish_revocations)
+
+    # -- signed delivery ---------------------------------------------------------------------
+    def _open_trust(self) -> None:
+        """Open the TUF repository when the server has online keys: accept what the key tooling
+        published, and sign every artifact stored before signing was turned on."""
+        keys = self.config.trust_key_dir
+        if keys is None:
+            log.warning("no TUF keys (run `ringfence keys init` and give --trust-keys): artifacts are not signed")
+            return
+        self.trust = TrustRepository(Path(self.config.data_dir) / "tuf", keys / "online", self.clock)
+        accepted = self.trust.accept_published(keys / "publish")
+        if accepted:
+            log.info("TUF: accepted %s", ", ".join(accepted))
+        with self.db.session() as s:
+            for artifact in list_artifacts(s, None):
+                self.sign_artifact(artifact.content_type, artifact.version, artifact.sha256, artifact.size,
+                                   artifact.id)
+        self.trust.refresh_timestamp()
+
+    def sign_artifact(self, content_type: str, version: str, sha256: str, size: int, seq: int) -> None:
+        """Sign an artifact into the repository (no-op when signing is off or it is signed).
+        ``seq`` orders a content type's artifacts: agents refuse to go back to an older one
+        unless the newer one is revoked."""
+        if self.trust is not None:
+            self.trust.add_target(target_path(content_type, version), sha256, size,
+                                  {"content_type": content_type, "version": version, "seq": seq})
+
+    def publish_revocations(self) -> None:
+        """Sign the versions devices must leave (rolled back) as ``revocations.json``, when
+        they changed."""
+        assert self.trust is not None
+        doc = {"revoked": {ct: {version: {"release": r.release_id, "phase": r.phase, "reason": r.reason}
+                                for version, r in sorted(versions.items())}
+                           for ct, versions in sorted(self.snapshot.revoked.items()) if versions}}
+        if doc != self._published_revocations:
+            self.trust.set_revocations(doc)
+            self._published_revocations = doc
+
+    def reload_trust(self) -> list[str]:
+        """After a key rotation: read the online keys again and accept newly published metadata."""
+        keys = self.config.trust_key_dir
+        if self.trust is None or keys is None:
+            raise Unavailable("signed delivery is off on this server: it has no TUF keys")
+        self.trust.reload_keys()
+        accepted = self.trust.accept_published(keys / "publish")
+        self.trust.refresh_timestamp()
+        return accepted
+
+    async def _refresh_timestamp(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.timestamp_refresh_s)
+            try:
+                assert self.trust is not None
+                await asyncio.to_thread(self.trust.refresh_timestamp)
+            except Exception as exc:  # keys away or disk full: say so loudly, try again
+                log.error("cannot refresh the TUF timestamp: %s", exc)
 
     async def _watch_rollouts(self) -> None:
         """On PostgreSQL several nodes share the database: a halt or a wave change made by

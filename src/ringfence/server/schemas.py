@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ringfence.core.models import EventKind
 
@@ -21,6 +21,7 @@ class ContentTypeIn(_Strict):
                                    description="the YAML text of the content-type definition")
     definition_dir: str | None = Field(default=None, max_length=1000,
                                        description="absolute directory on the server where its consumer runs")
+    team: str | None = Field(default=None, max_length=128, description="the owning team (default: the caller's)")
     unvalidated_reason: str | None = Field(default=None, max_length=2000,
                                            description="why a content type without a definition is registered "
                                                        "without validation")
@@ -76,3 +77,41 @@ class CheckInIn(_Strict):
 class RevocationsIn(_Strict):
     versions: dict[str, str] = Field(description="content type -> the version the device is about to load",
                                      max_length=256)
+
+
+class ApprovalIn(_Strict):
+    reason: str = Field(default="", max_length=2000)
+    emergency: bool = Field(default=False, description="approve the emergency path (for somebody else to take)")
+
+
+class PlanIn(_Strict):
+    plan: str = Field(max_length=256_000, description="the YAML text of the new plan")
+    plan_origin: str = Field(default="<plan>", max_length=500, description="file name used in messages")
+
+
+class FreezeIn(_Strict):
+    team: str | None = Field(default=None, max_length=128, description="the team frozen; none: everyone")
+    starts_at: datetime | None = Field(default=None, description="default: now")
+    ends_at: datetime | None = None
+    hours: float | None = Field(default=None, gt=0, le=24 * 90, description="length, instead of ends_at")
+    reason: str = Field(max_length=2000)
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone (e.g. 2026-12-24T00:00:00Z)")
+        return value
+
+
+class TeamIn(_Strict):
+    name: str = Field(max_length=128)
+
+
+class TokenIn(_Strict):
+    name: str | None = Field(default=None, max_length=200,
+                             description="the person or service account (default: named after the role)")
+    role: str
+    team: str | None = Field(default=None, max_length=128)
+    tenant: str | None = Field(default=None, max_length=200)
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)

@@ -5,6 +5,12 @@ attribute set, one :class:`RolloutView` per content type with an active rollout 
 baseline), and each active rollout's admissions. All mutation happens on the event loop thread
 (check-in handlers are ``async`` and never await while deciding), so no lock is needed.
 
+Channel policies (:mod:`ringfence.core.policy`) are held here too, with what a held device's
+answer needs (pinned targets, the completed releases a delay picks from). A device's policy is
+resolved per check-in from its tenant and tags (a few dictionary lookups); the population a
+rollout's cohort table is built from (held devices left out, early ones as channel ``early``)
+is recounted from the distinct attribute sets only when devices or policies change.
+
 Reads from the database (:meth:`load`) run in a worker thread and are installed with
 :meth:`install_views`; admissions of a rollout already in memory are kept, because the memory
 copy is a superset of what has been flushed.
@@ -14,13 +20,23 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ringfence.core.assignment import Decision, RolloutView, Target, decide
 from ringfence.core.cohorts import Admissions, cohort_table
-from ringfence.core.models import DEFAULT_STRATA, DeviceAttributes, stratum_key
+from ringfence.core.models import DEFAULT_STRATA, Category, DeviceAttributes, stratum_key
+from ringfence.core.policy import (
+    ChannelPolicy,
+    GeneralRelease,
+    Holding,
+    PolicyBook,
+    effective_attributes,
+    held_decision,
+    joins_now,
+    rollout_population,
+)
 from ringfence.core.rollout import Phase
 from ringfence.store.access import DeviceRecord, hash_secret
 
@@ -108,6 +124,10 @@ class LoadedViews:
     marker: tuple[int, int] = (0, 0)  # see control.rollouts_marker
     revoked: dict[str, dict[str, Revoked]] = field(default_factory=dict)  # content type -> version -> why
     placebos: dict[str, dict[str, tuple[int, str, datetime, bool]]] = field(default_factory=dict)  # release -> ...
+    categories: dict[str, Category] = field(default_factory=dict)  # content type -> category
+    policies: PolicyBook = field(default_factory=PolicyBook)
+    pinned: dict[tuple[str, str], Target] = field(default_factory=dict)  # (content type, version) -> target
+    general: dict[str, tuple[GeneralRelease, ...]] = field(default_factory=dict)  # content type -> completed
 
 
 class FleetSnapshot:
@@ -120,6 +140,11 @@ class FleetSnapshot:
         self.placebos: dict[str, RolloutPlacebos] = {}
         self.releases_by_version: dict[tuple[str, str], str] = {}
         self.revoked: dict[str, dict[str, Revoked]] = {}
+        self.categories: dict[str, Category] = {}
+        self.policies = PolicyBook()
+        self.pinned: dict[tuple[str, str], Target] = {}
+        self.general: dict[str, tuple[GeneralRelease, ...]] = {}
+        self._populations: dict[str, Mapping[DeviceAttributes, int]] = {}  # content type -> rollout population
         self.population_changed = False
         self.marker: tuple[int, int] = (-1, -1)
         self._content_types: tuple[str, ...] | None = None
@@ -183,6 +208,11 @@ class FleetSnapshot:
         for known in (self.admissions, self.placebos):
             for release_id in [r for r in known if r not in live]:
                 del known[release_id]
+        self.categories = loaded.categories
+        self.policies = loaded.policies
+        self.pinned = loaded.pinned
+        self.general = loaded.general
+        self._populations = {}
         self.views = {ct: self._with_table(v) for ct, v in loaded.views.items()}
         self.baselines = loaded.baselines
         self.releases_by_version = loaded.releases_by_version
@@ -197,28 +227,60 @@ class FleetSnapshot:
 
     def refresh_tables(self) -> None:
         """Recompute cohort thresholds after the fleet changed (devices joined or moved)."""
+        self._populations = {}
         self.views = {ct: self._with_table(v) for ct, v in self.views.items()}
         self.population_changed = False
 
     def _with_table(self, view: RolloutView) -> RolloutView:
         if view.phase is not Phase.ROLLING:
             return view
-        return replace(view, table=cohort_table(view.plan, self.population))
+        return replace(view, table=cohort_table(view.plan, self._population_for(view.content_type)))
 
-    def decide(self, device_id: str, content_type: str) -> tuple[Decision, str | None]:
+    def _population_for(self, content_type: str) -> Mapping[DeviceAttributes, int]:
+        """The devices a rollout of ``content_type`` may admit, as its policies leave them."""
+        if not self.policies:
+            return self.population
+        counted = self._populations.get(content_type)
+        if counted is None:
+            category = self.categories.get(content_type)
+            counted = self.population if category is None else rollout_population(
+                self.population, self.policies, category, content_type)
+            self._populations[content_type] = counted
+        return counted
+
+    def policy(self, attrs: DeviceAttributes, content_type: str) -> ChannelPolicy | None:
+        """The channel policy that governs a device for ``content_type``; None: the default."""
+        if not self.policies:
+            return None
+        category = self.categories.get(content_type)
+        found = self.policies.resolve(attrs.tenant, attrs.tags, category) if category is not None else None
+        return found.for_content_type(content_type) if found is not None else None
+
+    def decide(self, device_id: str, content_type: str, now: datetime) -> tuple[Decision, str | None]:
         """What the device should run for ``content_type``; the second value is the stratum
-        when this decision admits it (the caller must persist that before answering)."""
+        when this decision admits it (the caller must persist that before answering). A device
+        its policy holds back (paused, pinned, delayed, outside its windows) is never admitted."""
         view = self.views.get(content_type)
+        state = self.devices[device_id]
+        policy = self.policy(state.attributes, content_type)
+        if policy is not None and not joins_now(policy, now):
+            entry = self.admissions.get(view.release_id) if view is not None else None
+            holding = Holding(
+                baseline=self.baselines.get(content_type),
+                pinned=self.pinned.get((content_type, policy.version)) if policy.version is not None else None,
+                history=self.general.get(content_type, ()), revoked=self.revoked.get(content_type, {}))
+            wave = entry.waves.get(device_id) if entry is not None else None
+            return held_decision(policy, view, wave, state.versions.get(content_type), now, holding), None
         if view is None:
             return Decision(self.baselines.get(content_type)), None
-        state = self.devices[device_id]
+        attrs = effective_attributes(state.attributes, policy)
         admitted = self.admissions.get(view.release_id)
         if admitted is None:
             admitted = self.admissions[view.release_id] = RolloutAdmissions()
-        decision = decide(view, device_id, state.attributes, admitted.waves.get(device_id), admitted.view())
+        decision = decide(view, device_id, attrs, admitted.waves.get(device_id), admitted.view())
         if decision.admit_wave is None:
             return decision, None
-        stratum = stratum_key(state.attributes, view.plan.strata)
+        stratum = stratum_key(attrs, view.plan.strata)
         admitted.add(device_id, decision.admit_wave, stratum)
         return decision, stratum
 
@@ -247,13 +309,17 @@ class FleetSnapshot:
         if admitted is None or device_id in admitted.waves:
             return None
         state = self.devices[device_id]
-        stratum = stratum_key(state.attributes, view.plan.strata)
+        policy = self.policy(state.attributes, content_type)
+        if policy is not None and not policy.joins_rollouts:
+            return None  # held back by its policy: not part of the rollout's population
+        attrs = effective_attributes(state.attributes, policy)
+        stratum = stratum_key(attrs, view.plan.strata)
         key = (view.wave, stratum)
         if admitted.by_stratum[key] <= placebos.by_stratum[key]:
             return None
         if state.versions.get(content_type) == view.target.version:
             return None  # already runs the version (some other way): not a control device
-        if not any(w.selector.matches(state.attributes) for w in view.plan.waves):
+        if not any(w.selector.matches(attrs) for w in view.plan.waves):
             return None  # no wave could select it: not a fair comparison
         placebos.add(device_id, view.wave, stratum, now)
         return PlaceboStep(view.release_id, view.wave, stratum, return_in_s=_return_in(wait, poll_interval_s))
@@ -280,7 +346,8 @@ class FleetSnapshot:
     def stratum_of(self, device_id: str, content_type: str) -> str:
         view = self.views.get(content_type)
         strata = view.plan.strata if view is not None else DEFAULT_STRATA
-        return stratum_key(self.devices[device_id].attributes, strata)
+        attrs = self.devices[device_id].attributes
+        return stratum_key(effective_attributes(attrs, self.policy(attrs, content_type)), strata)
 
 
 

@@ -7,6 +7,7 @@ fast hash is enough; a slow password hash would buy nothing and cost every reque
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,11 +21,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
-from ringfence.core.errors import InvalidInput
+from ringfence.core.errors import Conflict, InvalidInput, NotFound
 from ringfence.core.models import DeviceAttributes
-from ringfence.store.schema import ApiToken, DeviceRow, DeviceVersion, EnrollToken
+from ringfence.store.schema import ApiToken, DeviceRow, DeviceVersion, EnrollToken, TeamRow
 
 ROLES = ("viewer", "operator", "releaser", "approver", "admin")
+TENANT_ROLES = ("viewer", "admin")
+_TEAM = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")  # a customer's people: see their tenant, manage its policies
 
 
 def hash_secret(secret: str) -> str:
@@ -35,13 +38,31 @@ def _new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def create_api_token(s: Session, *, name: str, role: str, now: datetime) -> tuple[str, str]:
-    """Create an API token; returns (token id, the secret, shown once)."""
+def create_api_token(s: Session, *, name: str, role: str, now: datetime, team: str | None = None,
+                     tenant: str | None = None, created_by: str | None = None,
+                     expires_at: datetime | None = None) -> tuple[str, str]:
+    """Create an API token for the user or service account ``name``; returns (token id, the
+    secret, shown once). A team token acts on its team's content types; a tenant token sees and
+    manages one tenant (roles viewer or admin only)."""
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}; expected one of {', '.join(ROLES)}", field="role", value=role)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name must be a non-empty name of at most 200 characters", field="name", value=name)
+    if team is not None and tenant is not None:
+        raise InvalidInput("a token is scoped to a team or to a tenant, not both", field="tenant", value=tenant)
+    if team is not None and s.get(TeamRow, team) is None:
+        raise InvalidInput(f"no team named {team!r}; create it first", field="team", value=team)
+    if tenant is not None and role not in TENANT_ROLES:
+        raise InvalidInput(f"a tenant token has role {' or '.join(TENANT_ROLES)}, not {role!r}", field="role",
+                           value=role)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at is in the past", field="expires_at", value=expires_at.isoformat())
     secret = _new_secret("rft")
     token_id = uuid.uuid4().hex[:16]
-    s.add(ApiToken(id=token_id, name=name, token_hash=hash_secret(secret), role=role, created_at=now))
+    s.add(ApiToken(id=token_id, name=name, token_hash=hash_secret(secret), role=role, created_at=now, team=team,
+                   tenant=tenant, created_by=created_by, expires_at=expires_at))
+    s.flush()
     return token_id, secret
 
 
@@ -52,6 +73,47 @@ def find_api_token(s: Session, secret: str, now: datetime) -> ApiToken | None:
     if row.expires_at is not None and utc(row.expires_at) <= now:
         return None
     return row
+
+
+def list_api_tokens(s: Session, tenant: str | None = None) -> list[ApiToken]:
+    query = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+    if tenant is not None:
+        query = query.where(ApiToken.tenant == tenant)
+    return list(s.scalars(query))
+
+
+def revoke_api_token(s: Session, token_id: str, now: datetime) -> ApiToken:
+    row = s.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no API token with id {token_id!r}", id=token_id)
+    if row.revoked_at is None:
+        row.revoked_at = now
+        s.flush()
+    return row
+
+
+def token_json(row: ApiToken) -> dict[str, Any]:
+    """A token as listed: never its secret or hash."""
+    return {"id": row.id, "name": row.name, "role": row.role, "team": row.team, "tenant": row.tenant,
+            "created_at": utc(row.created_at).isoformat(), "created_by": row.created_by,
+            "expires_at": utc(row.expires_at).isoformat() if row.expires_at else None,
+            "revoked_at": utc(row.revoked_at).isoformat() if row.revoked_at else None}
+
+
+def create_team(s: Session, name: str, *, actor: str, now: datetime) -> TeamRow:
+    if not _TEAM.fullmatch(name):
+        raise InvalidInput(f"team name {name!r} must be lower-case letters, digits and '-' (at most 128)",
+                           field="name", value=name)
+    if s.get(TeamRow, name) is not None:
+        raise Conflict(f"team {name!r} already exists", name=name)
+    row = TeamRow(name=name, created_at=now, created_by=actor)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def list_teams(s: Session) -> list[TeamRow]:
+    return list(s.scalars(select(TeamRow).order_by(TeamRow.name)))
 
 
 def create_enroll_token(s: Session, *, tenant: str, actor: str, now: datetime) -> tuple[str, str]:

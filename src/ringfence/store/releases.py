@@ -33,13 +33,14 @@ from ringfence.core.rollout import (
     TransitionContext,
     transition,
 )
+from ringfence.store import audit
 from ringfence.store.schema import ArtifactRow, ContentTypeRow, HistoryRow, ReleaseRow
 from ringfence.store.validations import check_definition, check_unvalidated
 
 
 def create_content_type(s: Session, name: str, category: Category, *, actor: str, now: datetime,
                         definition: str | None = None, definition_dir: str | None = None,
-                        unvalidated_reason: str | None = None) -> ContentTypeRow:
+                        unvalidated_reason: str | None = None, team: str | None = None) -> ContentTypeRow:
     """Create a content type with its content-type definition (checked first: a bad one raises
     ``DefinitionError`` naming field and line; see :mod:`ringfence.store.validations`), or
     without one and with the reason it is registered without validation."""
@@ -57,7 +58,7 @@ def create_content_type(s: Session, name: str, category: Category, *, actor: str
         raise Conflict(f"content type {name!r} already exists", name=name)
     row = ContentTypeRow(name=name, category=category.value, created_at=now, created_by=actor,
                          definition=definition, definition_dir=definition_dir if definition is not None else None,
-                         unvalidated_reason=unvalidated_reason)
+                         unvalidated_reason=unvalidated_reason, team=team)
     s.add(row)
     try:
         s.flush()
@@ -137,10 +138,11 @@ def artifact_dict(row: ArtifactRow) -> dict[str, Any]:
 
 def create_release(
     s: Session, *, content_type: str, version: str, plan_source: str, actor: str, now: datetime,
-    plan_origin: str = "<plan>",
+    plan_origin: str = "<plan>", approvals_required: int = 0,
 ) -> ReleaseRow:
-    """Create a release in ``draft`` (its history starts with the creation). The caller then
-    runs the engine, which prepares it once nothing is pending."""
+    """Create a release in ``draft`` (its history starts with the creation) that needs
+    ``approvals_required`` approvals to start. The caller then runs the engine, which prepares
+    it once nothing is pending."""
     plan = parse_plan(plan_source, plan_origin, _category(s, content_type))
     artifact = find_artifact(s, content_type, version)
     if artifact is None:
@@ -152,6 +154,7 @@ def create_release(
         id=release_id, content_type=content_type, artifact_id=artifact.id, version=version,
         plan_name=plan.name, plan_source=plan_source, salt=secrets.token_hex(16), created_at=now,
         created_by=actor, phase=Phase.DRAFT.value, wave=0, phase_changed_at=now, revision=0,
+        approvals_required=approvals_required,
     )
     s.add(row)
     s.flush()
@@ -213,7 +216,7 @@ def _active_sibling(s: Session, row: ReleaseRow) -> str | None:
 def apply_intent(
     s: Session, release_id: str, intent: Intent, *, actor: str, reason: str, now: datetime,
     details: Mapping[str, Any] | None = None, pending: tuple[str, ...] = (),
-    expected_revision: int | None = None,
+    expected_revision: int | None = None, role: str | None = None, source: str | None = None,
 ) -> Transition:
     """Run ``intent`` through its rule and persist it. Raises ``TransitionRejected`` when the
     rule refuses and ``Conflict`` when another transition of the same rollout won the race
@@ -246,8 +249,29 @@ def apply_intent(
         reason=entry.reason, details=dict(entry.details),
     ))
     s.flush()
+    audit.append(s, actor=actor, role=role, source=source or ("system" if role is None else None),
+                 action=f"rollout.{intent.value}", target=release_id, reason=entry.reason,
+                 details={"from": entry.from_phase.value, "to": entry.to_phase.value, "from_wave": entry.from_wave,
+                          "to_wave": entry.to_wave, **dict(entry.details)}, now=now)
     s.expire(row)
     return entry
+
+
+def change_plan(s: Session, release_id: str, plan_source: str, *, plan_origin: str, actor: str,
+                now: datetime) -> ReleaseRow:
+    """Give a release that has not started a new plan (approvals of the old one go stale)."""
+    row = get_release(s, release_id)
+    if row.phase not in (Phase.DRAFT.value, Phase.READY.value):
+        raise Conflict(f"release {release_id} has started (phase {row.phase}); its plan is part of its record",
+                       release=release_id, phase=row.phase)
+    plan = parse_plan(plan_source, plan_origin, _category(s, row.content_type))
+    old = row.plan_name
+    row.plan_source, row.plan_name, row.revision = plan_source, plan.name, row.revision + 1
+    s.flush()
+    note(s, release_id, "plan", actor=actor, now=now,
+         reason=f"plan changed from {old!r} to {plan.name!r} ({len(plan.waves)} waves); earlier approvals "
+                "no longer count")
+    return row
 
 
 def note(s: Session, release_id: str, what: str, *, actor: str, now: datetime, reason: str,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -44,6 +45,18 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(Stamp)
     expires_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    team: Mapped[str | None] = mapped_column(String(128), nullable=True)  # scope: this team's content types
+    tenant: Mapped[str | None] = mapped_column(String(200), nullable=True)  # scope: this tenant's devices
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class TeamRow(Base):
+    """A team owns content types: it releases, approves and rolls back its own, not others'."""
+
+    __tablename__ = "teams"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
 
 
 class EnrollToken(Base):
@@ -100,6 +113,7 @@ class ContentTypeRow(Base):
     definition: Mapped[str | None] = mapped_column(Text, nullable=True)
     definition_dir: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     unvalidated_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    team: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the owner; None: admins only
 
 
 class ArtifactRow(Base):
@@ -135,6 +149,7 @@ class ReleaseRow(Base):
     wave_started_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
     phase_changed_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_releases_type_phase", "content_type", "phase"),)
 
@@ -219,3 +234,68 @@ class EventRow(Base):
         Index("ix_events_release_kind", "release_id", "kind"),
         Index("ix_events_release_device_kind", "release_id", "device_id", "kind"),
     )
+
+
+class ApprovalRow(Base):
+    """One person's approval of a release as it was (``fingerprint``: artifact, plan and
+    validation results); a change of any of them leaves the approval standing for nothing."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(Stamp)
+    reason: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FreezeRow(Base):
+    """A freeze window: no rollout of the team's content types (all, when ``team`` is None)
+    starts or resumes inside it, except through the emergency path."""
+
+    __tablename__ = "freeze_windows"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    starts_at: Mapped[datetime] = mapped_column(Stamp)
+    ends_at: Mapped[datetime] = mapped_column(Stamp)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class AuditRow(Base):
+    """One entry of the audit log. Rows are only ever inserted, by :func:`append`."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    at: Mapped[datetime] = mapped_column(Stamp)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(500), nullable=True, index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class PolicyRow(Base):
+    """A channel policy of a tenant (``device_group`` empty) or of a group of its devices (a
+    device tag), for one content category."""
+
+    __tablename__ = "channel_policies"
+    tenant: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device_group: Mapped[str] = mapped_column(String(128), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    delay_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    revision: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(Stamp)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    cleared_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)

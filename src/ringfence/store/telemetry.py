@@ -20,9 +20,11 @@ from ringfence.core.models import FAILURE_KINDS, REVERT_KINDS, EventKind
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase
 from ringfence.engine.reconciler import Observations
+from ringfence.store import change
 from ringfence.store.access import upsert
 from ringfence.store.health import rollout_verdicts
-from ringfence.store.releases import get_release, history, release_plan
+from ringfence.store.policies import held_by_policy
+from ringfence.store.releases import get_content_type, get_release, history, release_plan
 from ringfence.store.schema import (
     AdmissionRow,
     DeviceRow,
@@ -311,6 +313,8 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
         "totals": {k: sum(w[k] for w in waves)
                    for k in ("admitted", "exposed", "activated", "healthy", "failed", "reverted")},
         "waves": waves,
+        # enrolled devices their channel policy keeps out of this content type's rollouts, by reason
+        "held_by_policy": held_by_policy(s, row.content_type, now),
         "health": plan.health.as_dict(),  # the judges' settings (the category's defaults where the plan is silent)
         "verdicts": _verdicts_json(s, row, plan, now) if now is not None else {},
         "history": [{
@@ -318,5 +322,8 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
             "from_wave": h.from_wave, "to_wave": h.to_wave, "actor": h.actor, "reason": h.reason,
             "details": h.details,
         } for h in history(s, row.id)],
-        **({"validation": validation} if validation is not None else {}),  # only for types with a definition
+        **({"validation": validation} if validation is not None else {}),
+        "approvals": change.standing_json(change.standing(s, row, row.approvals_required)),
+        "freezes": [change.freeze_json(f) for f in change.active_freezes(
+            s, get_content_type(s, row.content_type).team, now)] if now is not None else [],
     }

@@ -173,5 +173,5 @@ def validation_json(s: Session, release_id: str, content_type: str) -> dict[str,
                      "details": r.details, "at": utc(r.at).isoformat()} for r in rows],
         "emergency_override": None if emergency is None else {
             "at": utc(emergency.at).isoformat(), "actor": emergency.actor, "reason": emergency.details.get("reason"),
-            "checks": emergency.details.get("checks", [])},
+            "checks": emergency.details.get("checks", []), "approved_by": emergency.details.get("approved_by")},
     }
