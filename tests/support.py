@@ -536,3 +536,21 @@ def silence_halt_heard(reason: str, stratum: str, exposed: int, control: int) ->
     heard = int(found.group(1))
     assert 2 * heard >= control and heard <= control, reason
     return heard
+
+
+# -- signed delivery (TUF) ---------------------------------------------------------------------
+def shipped_root(server: ServerProcess) -> Path:
+    """The root ``ringfence init`` made for ``server``: the one agents ship with."""
+    return server.data_dir / "keys" / "publish" / "1.root.json"
+
+
+class TrustedAgentProcess(AgentProcess):
+    """An :class:`AgentProcess` started with ``--trusted-root``: every artifact it installs must
+    be a TUF target of its server's repository."""
+
+    def __init__(self, *args: Any, trusted_root: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trusted_root = trusted_root
+
+    def argv(self, once: bool = False) -> list[str]:
+        return [*super().argv(once), "--trusted-root", str(self.trusted_root)]

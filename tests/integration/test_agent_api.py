@@ -3,9 +3,10 @@ the lifecycle events an agent sends, in process on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import CT, Api, Caller, error_of
+from tests.integration.conftest import CT, Api, Caller, error_of, make_api
 from tests.integration.test_api import _devices, event, release, status, wait_for
 
 ONE_WAVE = "name: all\nwaves:\n  - name: all\n    share: 1.0\n    soak: 1m\n"
@@ -140,3 +141,25 @@ def test_once_a_halt_is_committed_no_device_is_admitted_even_by_a_node_that_has_
         admitted = set(s.scalars(select(AdmissionRow.device_id).where(AdmissionRow.release_id == rid)))
     assert first.token is not None
     assert admitted == {first.token.partition(".")[0]}
+
+
+def test_a_replayed_checkin_is_refused_also_after_a_restart(tmp_path: Path, db_url: str) -> None:
+    # Given a device that numbers its check-ins
+    for api in make_api(tmp_path, db_url):
+        enroll = api.http.post("/v1/enroll-tokens", json={"tenant": "acme"}).json()["token"]
+        device = api.device(enroll)
+        assert device.post("/v1/agent/checkin", json={"sequence": 1}).status_code == 200
+        assert device.post("/v1/agent/checkin", json={"sequence": 5}).status_code == 200
+        # When a check-in is sent again, or an older one, or one without a number, Then each is refused
+        for body in ({"sequence": 5}, {"sequence": 4}, {}):
+            replayed = device.post("/v1/agent/checkin", json=body)
+            assert replayed.status_code == 409, body
+            assert error_of(replayed)["code"] == "replayed_checkin"
+            assert "refused as a replay" in error_of(replayed)["message"]
+        assert device.post("/v1/agent/checkin", json={"sequence": 6}).status_code == 200
+        credential = device.token
+    # And after the server restarts, the device's last number is remembered
+    for api in make_api(tmp_path, db_url):
+        device = api.as_token(credential)
+        assert error_of(device.post("/v1/agent/checkin", json={"sequence": 6}))["details"]["last"] == 6
+        assert device.post("/v1/agent/checkin", json={"sequence": 7}).status_code == 200

@@ -4,7 +4,9 @@ own transport client, a Python callable as the health probe, and ``tick()`` driv
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,34 @@ def test_embedded_agent_commits_a_healthy_version_and_rolls_back_a_sick_one(setu
         assert not agent.state.outbox
     finally:
         agent.shutdown()
+
+
+def test_the_agent_numbers_its_checkins_so_a_replay_is_refused_across_restarts(setup: tuple[Api, str],
+                                                                              tmp_path: Path) -> None:
+    api, enroll = setup
+    sent: list[int] = []
+
+    class Recording(HttpTransport):
+        def checkin(self, credential: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+            sent.append(body["sequence"])
+            return super().checkin(credential, body, timeout)
+
+    def run(checkins: int) -> None:
+        config = AgentConfig(server="http://testserver", state_dir=tmp_path / "agent", enroll_token=enroll,
+                             attributes={"platform": "linux", "region": "eu-west"})
+        agent = Agent(config, transport=Recording("http://testserver", client=api.http))
+        agent.start()
+        try:
+            for _ in range(checkins):
+                assert agent.tick()
+        finally:
+            agent.shutdown()
+
+    run(3)
+    run(2)  # a restart: the numbers go on rising (past the block reserved before it)
+    assert sent[:3] == [1, 2, 3] and sent[3] > 3 and sent == sorted(set(sent))
+    # And a captured check-in sent again is refused
+    credential = (tmp_path / "agent" / "credential.json").read_text()
+    secret = json.loads(credential)["credential"]
+    replayed = api.as_token(secret).post("/v1/agent/checkin", json={"sequence": sent[-1]})
+    assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "replayed_checkin"

@@ -84,6 +84,11 @@ MATRIX: dict[tuple[str, str], tuple[Callable[[str, str], bool], dict[str, Any]]]
         "tenant": "acme", "category": "configuration", "channel": "ga", "delay_hours": 4}}),
     ("delete", "/v1/policies"): (lambda r, s: r in ADMIN and s in ("global", "tenant"), {"params": {
         "tenant": "acme", "category": "software"}}),
+    ("get", "/v1/webhooks"): (_in(READ, *VENDOR), {}),
+    ("post", "/v1/webhooks"): (_in(ADMIN, "global"), {"json": {"url": "http://127.0.0.1:9/matrix"}}),
+    ("delete", "/v1/webhooks/{webhook_id}"): (_in(ADMIN, "global"), {}),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"): (_in(READ, *VENDOR), {}),
+    ("post", "/v1/webhooks/{webhook_id}/test"): (_in(ADMIN, "global"), {}),
 }
 
 
@@ -125,7 +130,7 @@ def test_each_role_and_scope_gets_exactly_what_the_matrix_says(world: Any, role:
         return
     caller = api.as_token(_token(api, role, scope))
     values = {"name": CT, "path": "revocations.json", "sha256": SHA, "release_id": release, "action": "pause",
-              "freeze_id": "nope", "token_id": "nope"}
+              "freeze_id": "nope", "token_id": "nope", "webhook_id": "nope"}
     wrong = []
     for (method, path), (may, call) in MATRIX.items():
         named = {**values, "name": "timestamp.json"} if path.startswith("/v1/tuf/") else values

@@ -70,6 +70,7 @@ def test_a_release_starts_only_with_approvals_from_people_other_than_its_author(
     started = alice.post(f"/v1/rollouts/{rid}/start", json={"reason": "go"})
     assert started.status_code == 200, started.text
     assert started.json()["history"][-1]["details"]["approved_by"] == ["bob"]
+    assert started.json()["emergency"] is None
     # Approvals are for releases that have not started
     assert bob.post(f"/v1/releases/{rid}/approve", json={"reason": "late"}).status_code == 409
 
@@ -120,6 +121,9 @@ def test_a_freeze_blocks_starts_except_by_the_emergency_path(governed: Api) -> N
     entry = started.json()["history"][-1]
     assert entry["reason"].startswith("emergency start during freeze: everyone until")
     assert entry["details"]["approved_by"] == "carol" and entry["details"]["freezes"]
+    emergency = started.json()["emergency"]
+    assert (emergency["started_by"], emergency["approved_by"], emergency["reason"]) == ("alice", "carol", "fix-forward")
+    assert emergency["overrode"][0].startswith("freeze: everyone until")
     # And after the window, the freeze is over
     governed.clock.advance(timedelta(hours=49))
     assert governed.http.get("/v1/freezes").json()["freezes"] == []
@@ -181,7 +185,7 @@ def test_a_tenant_admin_sees_and_manages_only_its_tenant(governed: Api) -> None:
     assert acme.post("/v1/enroll-tokens", json={"tenant": "acme"}).status_code == 201
     viewer = acme.post("/v1/tokens", json={"role": "viewer", "name": "acme-viewer"}).json()
     assert viewer["tenant"] == "acme"
-    assert [t["name"] for t in acme.get("/v1/tokens").json()["tokens"]] == ["acme-it", "acme-viewer"]
+    assert sorted(t["name"] for t in acme.get("/v1/tokens").json()["tokens"]) == ["acme-it", "acme-viewer"]
     assert acme.get("/v1/releases").status_code == 403
     assert acme.get("/v1/audit").status_code == 403
 

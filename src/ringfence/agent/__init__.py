@@ -15,10 +15,12 @@ from ringfence.agent.config import (
     load_config,
 )
 from ringfence.agent.probes import CallableProbe, CommandProbe, HttpProbe, Probe, ProbeResult
+from ringfence.agent.signed import SignedDelivery
 from ringfence.agent.transport import HttpTransport, Transport
 
 __all__ = [
     "Agent", "AgentConfig", "AgentError", "CallableProbe", "CommandProbe", "ContentTypeSpec", "HashOnly",
-    "HttpProbe", "HttpTransport", "Probe", "ProbeResult", "ProbeSpec", "Transport", "Verifier",
+    "HttpProbe", "HttpTransport", "Probe", "ProbeResult", "ProbeSpec", "SignedDelivery", "Transport",
+    "Verifier",
     "default_attributes", "load_attributes", "load_config",
 ]

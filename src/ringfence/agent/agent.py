@@ -1,6 +1,7 @@
 """The endpoint agent: enrol, check in, and take every update through the same lifecycle.
 
-    check in -> desired version differs -> download by hash -> verify -> stage
+    check in -> desired version differs -> download by hash -> verify (sha256, then TUF when a
+      trusted root is configured; no downgrade without a signed revocation) -> stage
       -> intent in the journal (fsync) -> intent sent and acknowledged -> switch atomically
       -> trial (boot counter written before the content loads; probe; heartbeats)
       -> commit (LKG := new; ``healthy``) or roll back (restore LKG; ``rolled_back``)
@@ -8,8 +9,9 @@
 At start-up, before any content loads: an unclean previous exit is reported as ``crash``; a
 trial whose boot counter reached ``boot_limit`` is reverted to the LKG (``auto_reverted``)
 without the server; then the server is asked, with a short timeout, whether the version about
-to load was revoked, and if so the agent reverts first. An unreachable server never stops the
-agent from running its last-known-good content.
+to load was revoked, and if so the agent reverts first (with a trusted root the signed
+revocations are read first; the rules are in :mod:`ringfence.agent.signed`). An unreachable
+server never stops the agent from running its last-known-good content.
 
 Guarantees, whatever step a crash interrupts: the device runs either a version that ran here
 before or the new version fully committed (the journal records each step before acting, and
@@ -31,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ringfence.agent.answers import Desired, HashOnly, Verifier, parse_desired, revocations
 from ringfence.agent.appliers import Applier, ApplyFailed, CommandApplier, ContentApplier
@@ -39,6 +41,7 @@ from ringfence.agent.config import AgentConfig, ContentTypeSpec, default_attribu
 from ringfence.agent.durable import write_atomic
 from ringfence.agent.journal import ContentState, Journal, JournalError, State, Update, VersionRef, summary
 from ringfence.agent.probes import Probe, ProbeResult, describe_exit, probe_for
+from ringfence.agent.signed import Downgrades, RepositoryUnreachable, Revoked, SignedDelivery, Unverified
 from ringfence.agent.transport import (
     DownloadTooLarge,
     HttpTransport,
@@ -50,6 +53,7 @@ from ringfence.agent.transport import (
 from ringfence.agent.workload import Workload
 from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import InvalidInput
+from ringfence.trust import HttpxFetcher, TrustError
 
 log = logging.getLogger("ringfence.agent")
 
@@ -58,6 +62,7 @@ KILL_AT_ENV = "RINGFENCE_AGENT_KILL_AT"
 
 HOST_CRASH_EXIT = 70
 MAX_EVENTS_PER_CHECKIN = 100
+CHECKIN_BLOCK = 1000  # check-in sequence numbers reserved per journal write
 
 
 class AgentError(Exception):
@@ -74,7 +79,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, transport: Transport | None = None, clock: Clock | None = None,
                  sleep: Callable[[float], None] | None = None, probes: dict[str, Probe] | None = None,
-                 verifier: Verifier | None = None) -> None:
+                 verifier: Verifier | None = None, signed: SignedDelivery | None = None) -> None:
         self.config = config
         self.state_dir = config.state_dir
         self.transport: Transport = transport or HttpTransport(config.server, timeout=config.request_timeout_s)
@@ -91,11 +96,15 @@ class Agent:
         self.stopping = threading.Event()
         self._attributes = {**default_attributes(), **config.attributes}
         self._attributes_sent = False
+        self._checkin: int | None = None  # the last check-in sequence number used in this process
         self._failures = 0  # consecutive unreachable check-ins, for the backoff
         self._workload_restarts = 0
         self._workload_restart_at = 0.0
         self._kill_at = os.environ.get(KILL_AT_ENV, "")
         self.last_answer: dict[str, Any] | None = None
+        self.signed = signed
+        self._tuf_fetchers: list[HttpxFetcher] = []  # made here: they carry the credential, closed at shutdown
+        self._downgrades: Downgrades | None = None if signed is None else Downgrades(signed)
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -149,6 +158,7 @@ class Agent:
         self._lock()
         self._journal = self._open_journal()
         self._load_credential()
+        self._open_signed()
         state = self.state
         unclean = not state.clean_exit
         state.boot += 1
@@ -169,6 +179,11 @@ class Agent:
             c = state.of(content_type)
             if c.update is not None and c.update.step == "trial":
                 self._trial(content_type, load=False)  # the workload just loaded it
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _lock(self) -> None:
         fd = os.open(self.state_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -240,21 +255,105 @@ class Agent:
         return resume
 
     def _revocation_check(self) -> None:
+        """Before anything loads: leave every active version that is revoked. With a trusted root
+        the signed revocations come first and decide; the server's unsigned answer is asked
+        within what is left of the same budget (all of it without a trusted root)."""
         versions = {ct: c.active.version for ct, c in self.state.content.items() if c.active is not None}
         if not versions or self.credential is None:
             return
+        budget = self.config.revocation_timeout_s
+        deadline = time.monotonic() + budget
+        trust = "off"
+        if self.signed is not None:
+            try:
+                signed = self.signed.revoked(budget)
+            except RepositoryUnreachable as exc:
+                log.warning("signed revocation check skipped (%s); asking the server without a signature", exc)
+                trust = "unreachable"
+            except Unverified as exc:
+                log.error("SIGNED REVOCATIONS DO NOT VERIFY: %s; only versions in trial may be reverted on the "
+                          "server's unsigned word", exc)
+                trust = "bad"
+            else:
+                self._honour_signed(signed, at_start=True)
+                return
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            log.warning("revocation check skipped (the %gs budget ran out); going on with the local decision", budget)
+            return
         try:
-            answer = self.transport.revocations(self.credential, versions, self.config.revocation_timeout_s)
+            answer = self.transport.revocations(self.credential, versions, left)
         except (Unreachable, Rejected) as exc:
             log.warning("revocation check skipped (%s); going on with the local decision", exc)
             return
-        self._honour_revocations(answer.get("revoked") or {}, at_start=True)
+        revoked = answer.get("revoked") or {}
+        if trust == "bad":  # the unsigned answer may not make the device leave a committed version
+            revoked = {ct: info for ct, info in revoked.items() if ct in self.state.content
+                       and not self.state.content[ct].committed(str((info or {}).get("version", "")))}
+        self._honour_revocations(revoked, at_start=True, checked=True)
 
-    def _honour_revocations(self, revoked: dict[str, Any], *, at_start: bool = False) -> None:
-        for r in revocations(self.state, revoked, at_start=at_start):
+    def _honour_signed(self, signed: Revoked, *, at_start: bool = False) -> None:
+        """Leave every active version the signed revocations list."""
+        revoked = {ct: {"version": c.active.version, "reason": signed[ct][c.active.version]}
+                   for ct, c in self.state.content.items()
+                   if c.active is not None and c.active.version in signed.get(ct, {})}
+        gone = {ct: set(versions) for ct, versions in signed.items()}
+        self._honour_revocations(revoked, at_start=at_start, gone=gone, checked=True)
+
+    def _honour_revocations(self, revoked: dict[str, Any], *, at_start: bool = False,
+                            gone: dict[str, set[str]] | None = None, checked: bool = False) -> None:
+        """Leave the revoked versions the device runs. Unless ``checked``, leaving a committed
+        version needs the signed revocations to agree (when a trusted root is configured)."""
+        for r in revocations(self.state, revoked, at_start=at_start, gone=gone):
+            if not checked and not self._may_leave(r.content_type, r.version, r.back):
+                continue
             log.warning("%s %s %s; reverting to %s", r.content_type, r.version, r.reason,
                         r.back.version if r.back else "none")
             self._revert(r.content_type, r.version, r.back, r.reason, "rolled_back")
+
+    def _may_leave(self, content_type: str, leaving: str, back: VersionRef | None) -> bool:
+        """Whether the server's unsigned word may move the device from ``leaving`` to ``back``
+        (the rule: :meth:`Downgrades.leave`). A refusal is reported to the server once; an
+        unreachable repository defers the decision to the next check-in."""
+        if self._downgrades is None:
+            return True
+        verdict = self._downgrades.leave(content_type, self.state.of(content_type), leaving,
+                                         back.version if back else None)
+        if verdict.outcome == "later":
+            log.warning("%s: leaving %s waits for the signed revocations (%s)", content_type, leaving, verdict.reason)
+        elif verdict.outcome == "refused" and verdict.report:
+            log.error("%s: %s (the server asks for it again; the signed revocations do not list it)", content_type,
+                      verdict.reason)
+            self._event("failed", content_type, leaving, reason=verdict.reason, step="verify")
+            self._save()
+        elif verdict.outcome == "refused":
+            log.warning("%s: %s (yet); asking again at the next check-in", content_type, verdict.reason)
+        return verdict.outcome == "go"
+
+    def _open_signed(self) -> None:
+        """Signed delivery: required when a trusted root is configured. The TUF metadata cache
+        lives in the state directory, so a rotation followed once stays followed."""
+        root = self.config.trusted_root
+        if self.signed is not None:
+            return
+        if root is None:
+            log.warning("no trusted root configured (--trusted-root or trust: {root: FILE}): artifacts are "
+                        "checked against the sha256 the server names, not verified with TUF")
+            return
+        base = f"{self.config.server.rstrip('/')}/v1/tuf"
+        fetchers = [HttpxFetcher(credential=self.credential, timeout=self.config.request_timeout_s),
+                    HttpxFetcher(credential=self.credential, timeout=self.config.revocation_timeout_s)]
+        try:
+            self.signed = SignedDelivery(self.state_dir / "tuf", root, base, fetchers[0], fetchers[1])
+            self._downgrades = Downgrades(self.signed)
+        except (TrustError, OSError) as exc:
+            for fetcher in fetchers:
+                fetcher.close()
+            self._unlock()
+            why = exc.message if isinstance(exc, TrustError) else (exc.strerror or str(exc))
+            raise AgentError(f"cannot use the trusted root {root}: {why}") from exc
+        self._tuf_fetchers = fetchers
+        log.info("signed delivery: every artifact is verified with TUF from the root %s", root)
 
     def _load_credential(self) -> None:
         path = self.state_dir / "credential.json"
@@ -285,6 +384,8 @@ class Agent:
             {"device_id": answer["device_id"], "credential": answer["credential"], "server": self.config.server,
              "tenant": answer.get("tenant")}).encode(), 0o600)
         self.credential = str(answer["credential"])
+        for fetcher in self._tuf_fetchers:
+            fetcher.credential = self.credential
         self.state.device_id = str(answer["device_id"])
         self.poll_interval_s = float(answer.get("poll_interval_s", self.poll_interval_s))
         self._save()
@@ -346,9 +447,9 @@ class Agent:
         self.state.clean_exit = True
         with contextlib.suppress(JournalError):
             self._save()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fetcher in self._tuf_fetchers:
+            fetcher.close()
+        self._unlock()
         self._journal = None
 
     # -- talking to the server -------------------------------------------------------------
@@ -359,13 +460,20 @@ class Agent:
             return None
         state = self.state
         body: dict[str, Any] = {
+            "sequence": self._next_checkin(),
             "versions": {ct: (c.active.version if c.active else "") for ct, c in sorted(state.content.items())},
             "events": state.outbox[:MAX_EVENTS_PER_CHECKIN],
         }
         if not self._attributes_sent:
             body["attributes"] = self._attributes
         try:
-            answer = self.transport.checkin(self.credential, body, self.config.request_timeout_s)
+            try:
+                answer = self.transport.checkin(self.credential, body, self.config.request_timeout_s)
+            except Rejected as exc:
+                if not self._resume_numbering(exc):
+                    raise
+                body["sequence"] = self._next_checkin()
+                answer = self.transport.checkin(self.credential, body, self.config.request_timeout_s)
         except Unreachable as exc:
             self._failures += 1
             log.warning("check-in failed: %s", exc)
@@ -388,8 +496,34 @@ class Agent:
         self.last_answer = answer
         return answer
 
+    def _resume_numbering(self, exc: Rejected) -> bool:
+        """After a lost journal the agent's check-in numbers start again below what the server
+        has seen; the server's refusal names the last one, and numbering resumes above it (the
+        server still refuses anything not newer). True when the check-in should be sent again."""
+        last = exc.details.get("last")
+        if exc.code != "replayed_checkin" or not isinstance(last, int) or last < (self._checkin or 0):
+            return False
+        log.warning("the server has seen check-in %d of this device: numbering resumes above it", last)
+        self.state.checkins_reserved = last
+        self._checkin = None
+        return True
+
+    def _next_checkin(self) -> int:
+        """The next check-in's sequence number, increasing across restarts so the server can
+        refuse a replayed check-in. Numbers are reserved in blocks in the journal (one write per
+        block, not per check-in); a restart skips the rest of its block."""
+        if self._checkin is None or self._checkin >= self.state.checkins_reserved:
+            start = self.state.checkins_reserved if self._checkin is None else self._checkin
+            self.state.checkins_reserved = start + CHECKIN_BLOCK
+            self._save()
+            self._checkin = start
+        self._checkin += 1
+        return self._checkin
+
     def apply(self, answer: dict[str, Any]) -> None:
         """Act on a check-in answer: revocations first, then rollbacks, then updates."""
+        if self._downgrades is not None:
+            self._downgrades.next_answer()
         self._honour_revocations(answer.get("revoked") or {})
         for content_type, raw in sorted((answer.get("desired") or {}).items()):
             if self.stopping.is_set():
@@ -411,6 +545,10 @@ class Agent:
                 log.debug("%s %s failed here before (%s); staying on %s", content_type, desired.version,
                           c.blocked[desired.version], c.active.version if c.active else "none")
                 continue
+            if c.active is not None and c.refused.get(desired.version) == c.active.version:
+                log.debug("%s %s would be a downgrade from %s, refused before; staying", content_type,
+                          desired.version, c.active.version)
+                continue
             self._update(desired)
 
     def _follow_rollback(self, c: ContentState, desired: Desired) -> None:
@@ -421,6 +559,8 @@ class Agent:
         if c.active is None or c.active.version != leaving:
             return
         back = c.way_back(leaving, {leaving})
+        if not self._may_leave(desired.content_type, leaving, back):
+            return
         self._revert(desired.content_type, leaving, back, "the server rolled the release back", "rolled_back")
 
     # -- the update lifecycle --------------------------------------------------------------
@@ -441,7 +581,8 @@ class Agent:
         u = c.update
         applier = self._applier(content_type)
         if u.step == "download":
-            if not applier.has(ref):
+            # With signed delivery, a copy staged here earlier counts only if it was verified then.
+            if not applier.has(ref) or (self.signed is not None and ref.version not in c.seqs):
                 blob = self._download(desired, u)
                 if blob is None:
                     return
@@ -456,6 +597,8 @@ class Agent:
                 finally:
                     with contextlib.suppress(OSError):
                         blob.unlink()
+            elif self._downgrade(content_type, u) != "go":
+                return
             u.step = "staged"
             self._save()
             self._fault("staged")
@@ -527,6 +670,8 @@ class Agent:
             self._bad_download(content_type, u, f"hash mismatch: expected {ref.sha256} ({desired.size} bytes), "
                                                 f"got {digest.hexdigest()} ({size} bytes)")
             return None
+        if self.signed is not None and not self._verify_signed(content_type, u, part):
+            return None
         try:
             self.verifier.verify(content_type, ref, part)
         except ValueError as exc:
@@ -536,6 +681,53 @@ class Agent:
         blob = part.with_suffix("")
         os.replace(part, blob)
         return blob
+
+    def _verify_signed(self, content_type: str, u: Update, part: Path) -> bool:
+        """TUF, after the sha256 check and before staging: the bytes must be the signed target,
+        and not older than the active version unless that one is revoked. False: stop here
+        (refused and reported, or to be tried again at the next check-in)."""
+        assert self.signed is not None
+        version = u.target.version
+        try:
+            signed = self.signed.verify(content_type, version, part)
+        except RepositoryUnreachable as exc:  # the bytes stay: the next check-in only asks the repository
+            log.warning("%s %s: cannot be verified yet (%s); trying again at the next check-in", content_type,
+                        version, exc)
+            return False
+        except Unverified as exc:
+            part.unlink()
+            self._bad_download(content_type, u, str(exc))
+            return False
+        self.state.of(content_type).seqs[version] = signed.seq
+        verdict = self._downgrade(content_type, u)
+        if verdict == "refused":
+            part.unlink()
+        elif verdict == "later":
+            self._save()  # the seq just learned
+        return verdict == "go"
+
+    def _downgrade(self, content_type: str, u: Update) -> Literal["go", "refused", "later"]:
+        """Before staging (the target's signed seq is known), the rule of
+        :meth:`Downgrades.update`. A refusal is a ``failed`` event, once: the device stays, and
+        the same request is declined quietly while the active version stays."""
+        if self._downgrades is None:
+            return "go"
+        c = self.state.of(content_type)
+        target = u.target.version
+        verdict = self._downgrades.update(content_type, c, target)
+        if verdict.outcome == "go" and verdict.reason:
+            log.info("%s: %s", content_type, verdict.reason)
+        elif verdict.outcome == "later":
+            log.warning("%s: %s may be older than %s and the signed revocations cannot be read (%s); trying "
+                        "again at the next check-in", content_type, target, c.active.version if c.active else "-",
+                        verdict.reason)
+        elif verdict.outcome == "refused":
+            log.error("%s: %s", content_type, verdict.reason)
+            c.refused[target] = c.active.version if c.active else ""
+            c.update = None
+            self._event("failed", content_type, target, reason=verdict.reason, step="verify")
+            self._save()
+        return verdict.outcome
 
     def _bad_download(self, content_type: str, u: Update, reason: str) -> None:
         u.download_failures += 1

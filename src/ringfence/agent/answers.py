@@ -81,8 +81,11 @@ class Revocation:
     reason: str
 
 
-def revocations(state: State, revoked: dict[str, Any], *, at_start: bool = False) -> list[Revocation]:
-    """Of the server's ``revoked`` answer, the versions this device actually runs."""
+def revocations(state: State, revoked: dict[str, Any], *, at_start: bool = False,
+                gone: dict[str, set[str]] | None = None) -> list[Revocation]:
+    """Of the server's ``revoked`` answer, the versions this device actually runs. ``gone``: more
+    revoked versions per content type (from the signed revocations), never chosen as the way
+    back."""
     out: list[Revocation] = []
     for content_type, info in revoked.items():
         c = state.content.get(content_type)
@@ -92,6 +95,7 @@ def revocations(state: State, revoked: dict[str, Any], *, at_start: bool = False
         reason = f"revoked by the server: {info.get('reason') or 'rolled back'}"
         if at_start:
             reason += " (found before loading it)"
-        back = c.lkg if c.lkg is not None and c.lkg.version != version else c.way_back(version, {version})
+        avoid = {version} | (gone or {}).get(content_type, set())
+        back = c.lkg if c.lkg is not None and c.lkg.version not in avoid else c.way_back(version, avoid)
         out.append(Revocation(content_type, version, back, reason))
     return out

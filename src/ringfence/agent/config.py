@@ -6,6 +6,8 @@ The optional config file (``ringfence agent run --config FILE``) is YAML::
     boot_limit: 2                 # boots of a version in trial before the crash-loop guard reverts
     revocation_timeout: 2s        # the start-up revocation check gives up after this
     max_download_bytes: 1073741824
+    trust:                        # signed delivery: every artifact must be a TUF target
+      root: keys/1.root.json      # the root shipped with the agent (relative to this file)
     content_types:
       sensor/ipc-templates:       # settings for one content type ("default" applies to the rest)
         applier: content          # content (files, atomic link swap) or command
@@ -19,6 +21,10 @@ The optional config file (``ringfence agent run --config FILE``) is YAML::
                 "--ready-file", "{ready_file}"]
       content_type: sensor/ipc-templates
       crash: process              # or host: its crash takes the machine (and the agent) down
+
+With a trusted root (``trust.root``, or ``--trusted-root`` which takes precedence), every
+artifact is verified with TUF before it is staged and downgrades need a signed revocation (see
+:mod:`ringfence.agent.signed`); without one, only the sha256 the server names is checked.
 
 ``{python}`` is the agent's interpreter and ``{config_dir}`` the config file's directory; in
 the workload command ``{content}`` is the active version's directory, ``{ready_file}`` the file
@@ -85,6 +91,7 @@ class AgentConfig:
     content_types: dict[str, ContentTypeSpec] = field(default_factory=dict)
     default: ContentTypeSpec = field(default_factory=ContentTypeSpec)
     workload: WorkloadSpec | None = None
+    trusted_root: Path | None = None  # the TUF root shipped with the agent; None: artifacts are not TUF-verified
 
     def spec(self, content_type: str) -> ContentTypeSpec:
         return self.content_types.get(content_type, self.default)
@@ -189,7 +196,7 @@ class _Reader:
 
     def config(self, raw: Any, base: dict[str, Any]) -> AgentConfig:
         top = self.mapping(raw, "", {"boot_limit", "revocation_timeout", "max_download_bytes", "heartbeat",
-                                     "request_timeout", "content_types", "workload"})
+                                     "request_timeout", "content_types", "workload", "trust"})
         values = dict(base)
         if "boot_limit" in top:
             values["boot_limit"] = self.integer(top["boot_limit"], "boot_limit", 1)
@@ -217,7 +224,18 @@ class _Reader:
         values["content_types"] = specs
         if "workload" in top:
             values["workload"] = self.workload(top["workload"])
+        if "trust" in top:
+            root = self.trusted_root(top["trust"])
+            if values.get("trusted_root") is None:  # the command line's --trusted-root wins
+                values["trusted_root"] = root
         return AgentConfig(**values)
+
+    def trusted_root(self, raw: Any) -> Path:
+        body = self.mapping(raw, "trust", {"root"})
+        root = body.get("root")
+        if not isinstance(root, str) or not root:
+            raise self.fail("trust.root", "must be the path of the root file shipped with the agent", root)
+        return self.path.resolve().parent / Path(root).expanduser()
 
     def content_type(self, raw: Any, where: str) -> ContentTypeSpec:
         body = self.mapping(raw or {}, where, {"applier", "file_name", "extract_tar", "keep", "trial", "probe",

@@ -26,7 +26,7 @@ EXIT_INVALID = 2
 
 def run_agent(*, server: str | None, enroll_token: str | None, state_dir: Path, once: bool = False,
               attributes: Path | None = None, config: Path | None = None, log_format: str = "text",
-              json_out: bool = False) -> int:
+              json_out: bool = False, trusted_root: Path | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT (or one check-in with ``once``); returns the exit code.
     Errors are one line on stderr: ``error: ...``."""
     from ringfence.logs import configure
@@ -39,6 +39,8 @@ def run_agent(*, server: str | None, enroll_token: str | None, state_dir: Path, 
         base: dict[str, object] = {"server": server, "state_dir": state_dir, "enroll_token": enroll_token}
         if attributes is not None:
             base["attributes"] = load_attributes(attributes)
+        if trusted_root is not None:  # wins over the config file's trust.root
+            base["trusted_root"] = trusted_root.expanduser().resolve()
         settings = load_config(config, **base) if config is not None else AgentConfig(**base)  # type: ignore[arg-type]
     except RingfenceError as exc:
         return _fail(exc.message, EXIT_INVALID)
@@ -77,5 +79,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--log-format", default="text")
     parser.add_argument("--json", dest="json_out", action="store_true")
+    parser.add_argument("--trusted-root", type=Path)
     args = parser.parse_args(argv)
     return run_agent(**vars(args))

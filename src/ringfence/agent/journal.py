@@ -83,13 +83,19 @@ class Update:
 class ContentState:
     """Per content type. ``active`` is what is switched in; ``lkg`` the last version that passed
     its trial here; ``history`` older committed versions, newest first (the way back when the
-    LKG itself is revoked); ``blocked`` versions that failed here and must not be retried."""
+    LKG itself is revoked); ``blocked`` versions that failed here and must not be retried.
+
+    With signed delivery: ``seqs`` the signed ``seq`` of each version held here (what a downgrade
+    is judged by); ``refused`` versions the server asked for that would have been a downgrade
+    from the active version, each with that version (the refusal stands while it stays active)."""
 
     active: VersionRef | None = None
     lkg: VersionRef | None = None
     history: list[VersionRef] = field(default_factory=list)
     blocked: dict[str, str] = field(default_factory=dict)
     update: Update | None = None
+    seqs: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
 
     def way_back(self, leaving: str, revoked: set[str] | frozenset[str] = frozenset()) -> VersionRef | None:
         """The newest committed version other than ``leaving`` that is not revoked or blocked."""
@@ -97,6 +103,12 @@ class ContentState:
             if ref.version != leaving and ref.version not in revoked and ref.version not in self.blocked:
                 return ref
         return None
+
+    def committed(self, version: str) -> bool:
+        """Whether ``version`` passed its trial here and is the last-known-good (not a version
+        still in trial)."""
+        in_trial = self.update is not None and self.update.switched and self.update.target.version == version
+        return self.lkg is not None and self.lkg.version == version and not in_trial
 
     def commit(self, ref: VersionRef, keep: int) -> None:
         """``ref`` passed its trial: it becomes the LKG, the old LKG the newest way back."""
@@ -106,6 +118,7 @@ class ContentState:
         self.lkg = ref
         self.active = ref
         self.update = None
+        self._settled()
 
     def reverted(self, leaving: str, back: VersionRef | None, reason: str) -> None:
         """The device left ``leaving`` for ``back``; ``leaving`` is never tried again here."""
@@ -115,6 +128,14 @@ class ContentState:
         self.history = [h for h in self.history if h.version != leaving and h != back]
         self.blocked[leaving] = reason
         self.update = None
+        self._settled()
+
+    def _settled(self) -> None:
+        """The active version changed: refusals made against the old one lapse, and only the
+        versions kept on disk keep their signed seq."""
+        self.refused = {}
+        keep = self.keep()
+        self.seqs = {v: s for v, s in self.seqs.items() if v in keep}
 
     def keep(self) -> set[str]:
         """Versions that must stay on disk: the active one and every way back."""
@@ -130,6 +151,7 @@ class State:
     boot: int = 0
     clean_exit: bool = True
     seq: int = 0
+    checkins_reserved: int = 0  # check-in sequence numbers up to this one may have been used
     content: dict[str, ContentState] = field(default_factory=dict)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
@@ -178,11 +200,14 @@ def _encode(state: State, generation: int) -> bytes:
     body = {
         "format": FORMAT, "generation": generation, "device_id": state.device_id, "boot": state.boot,
         "clean_exit": state.clean_exit, "seq": state.seq, "outbox": state.outbox,
+        "checkins_reserved": state.checkins_reserved,
         "content": {ct: {
             "active": c.active.as_dict() if c.active else None,
             "lkg": c.lkg.as_dict() if c.lkg else None,
             "history": [h.as_dict() for h in c.history],
             "blocked": c.blocked,
+            "seqs": c.seqs,
+            "refused": c.refused,
             "update": None if c.update is None else {
                 **asdict(c.update), "target": c.update.target.as_dict(),
                 "revert_to": c.update.revert_to.as_dict() if c.update.revert_to else None},
@@ -212,9 +237,12 @@ def _decode(raw: bytes) -> tuple[int, State]:
         content[ct] = ContentState(
             active=VersionRef.from_dict(c["active"]), lkg=VersionRef.from_dict(c["lkg"]),
             history=[VersionRef(h["version"], h["sha256"]) for h in c["history"]],
-            blocked=dict(c["blocked"]), update=update)
+            blocked=dict(c["blocked"]), update=update,
+            # absent from journals written before signed delivery
+            seqs={str(v): int(n) for v, n in c.get("seqs", {}).items()}, refused=dict(c.get("refused", {})))
     state = State(device_id=body["device_id"], boot=int(body["boot"]), clean_exit=bool(body["clean_exit"]),
-                  seq=int(body["seq"]), content=content, outbox=list(body["outbox"]))
+                  seq=int(body["seq"]), content=content, outbox=list(body["outbox"]),
+                  checkins_reserved=int(body.get("checkins_reserved", 0)))  # absent before numbered check-ins
     return int(body["generation"]), state
 
 

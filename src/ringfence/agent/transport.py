@@ -29,11 +29,12 @@ class Unreachable(TransportError):
 
 
 class Rejected(TransportError):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or {}
 
 
 class Unauthorized(Rejected):
@@ -136,10 +137,12 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         raise Unreachable(f"{what}: the server answered {status}")
     if response.is_stream_consumed is False:
         response.read()
+    details: dict[str, Any] = {}
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    except (ValueError, KeyError, TypeError, AttributeError):
         code, message = "error", response.text[:200]
     cls = Unauthorized if status in (401, 403) else Rejected
-    raise cls(status, code, message)
+    raise cls(status, code, message, details)

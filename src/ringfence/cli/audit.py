@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,26 +28,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ringfence.cli.client import EXIT_ERROR, EXIT_INVALID, ApiError, Client
+from ringfence.cli.common import Json, Server, Token
+from ringfence.cli.common import fail as _fail
+from ringfence.cli.common import print_json as _print_json
 
 audit_app = typer.Typer(help="The audit log: every change and admin action, hash-chained.", no_args_is_help=True)
 
 VERIFY_TIMEOUT_S = 600.0  # the server reads the whole log: minutes for tens of millions of entries
 
 _out = Console(soft_wrap=True, highlight=False)
-_err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-Server = Annotated[str | None, typer.Option("--server", envvar="RINGFENCE_SERVER", help="API base URL")]
-Token = Annotated[str | None, typer.Option("--token", envvar="RINGFENCE_TOKEN", help="API token")]
-Json = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"error: {message}", markup=False)
-    return typer.Exit(code)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def _get(server: str | None, token: str | None, path: str, timeout: float = 30.0, **params: Any) -> Any:

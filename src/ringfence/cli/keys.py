@@ -9,62 +9,25 @@ never leave. Like every command: errors print one line on stderr and exit non-ze
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ringfence.cli.client import EXIT_INVALID
+from ringfence.cli.common import Json, err, fail, out, print_json, reports
 from ringfence.trust.keys import ROTATABLE, KeyChange, describe_keys, init_keys, rotate_online, rotate_root
 
 keys_app = typer.Typer(help="Offline TUF signing keys: create, rotate and inspect a key directory.",
                        no_args_is_help=True)
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
 Directory = Annotated[Path, typer.Argument(help="the key directory", show_default=False)]
-Json = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _reports(fn: Callable[P, R]) -> Callable[P, R]:
-    """Key directory and file errors become one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from ringfence.trust.errors import TrustError
-
-        try:
-            return fn(*args, **kwargs)
-        except TrustError as exc:
-            raise _fail(exc.message, EXIT_INVALID) from None
-        except OSError as exc:
-            raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_INVALID) from None
-
-    return wrapper
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
 def _report_change(change: KeyChange, json_out: bool) -> None:
     if json_out:
-        _print_json(change.as_dict())
+        print_json(change.as_dict())
         return
     out.print(f"{change.action}: root v{change.root_version}, targets v{change.targets_version} in {change.directory}")
     out.print("Wrote, for the server to publish:")
@@ -79,7 +42,7 @@ def _report_change(change: KeyChange, json_out: bool) -> None:
 
 
 @keys_app.command("init")
-@_reports
+@reports
 def keys_init(
     directory: Directory,
     root_keys: Annotated[int, typer.Option("--root-keys", help="how many root keys")] = 3,
@@ -94,7 +57,7 @@ def keys_init(
 
 
 @keys_app.command("rotate")
-@_reports
+@reports
 def keys_rotate(
     directory: Directory,
     role: Annotated[str, typer.Option("--role", help="root, timestamp, snapshot or releases",
@@ -110,21 +73,21 @@ def keys_rotate(
     version (signed by the current root keys, and for root also by the new ones); releases makes a
     new targets version. Enrolled agents follow without re-enrolment."""
     if role not in ROTATABLE:
-        raise _fail(f"--role must be one of {', '.join(ROTATABLE)}, not {role!r}", EXIT_INVALID)
+        raise fail(f"--role must be one of {', '.join(ROTATABLE)}, not {role!r}", EXIT_INVALID)
     if role != "root" and (root_keys is not None or root_threshold is not None):
-        raise _fail("--root-keys and --root-threshold go with --role root", EXIT_INVALID)
+        raise fail("--root-keys and --root-threshold go with --role root", EXIT_INVALID)
     change = rotate_root(directory, root_keys, root_threshold) if role == "root" else rotate_online(directory, role)
     _report_change(change, json_out)
 
 
 @keys_app.command("show")
-@_reports
+@reports
 def keys_show(directory: Directory, json_out: Json = False) -> None:
     """Key ids, thresholds, versions and expiries of every role, which private keys are present,
     and any problem that would stop the next signature or an agent's update (exit 2 if any)."""
     report = describe_keys(directory)
     if json_out:
-        _print_json(report)
+        print_json(report)
     else:
         out.print(f"{report['directory']}: root v{report['root']['version']}, targets v{report['targets']['version']}",
                   markup=False, highlight=False)

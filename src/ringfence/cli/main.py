@@ -17,11 +17,13 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from ringfence.cli.alerts import webhook_app
 from ringfence.cli.audit import audit_app
 from ringfence.cli.client import EXIT_INVALID, EXIT_UNAVAILABLE, Client
 from ringfence.cli.common import DataDir, Json, Server, Token, err, out, reports
 from ringfence.cli.common import fail as _fail
 from ringfence.cli.common import print_json as _print_json
+from ringfence.cli.demo import demo_command
 from ringfence.cli.keys import keys_app
 from ringfence.cli.people import freeze_app, release_approve, release_plan, team_app
 from ringfence.cli.people import token_app as api_token_app
@@ -47,12 +49,14 @@ agent_app = typer.Typer(help="The endpoint agent.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(sim_app, name="sim")
 app.command("validate")(validate_command)
+app.command("demo")(demo_command)
 app.add_typer(api_token_app, name="token")
 app.add_typer(team_app, name="team")
 app.add_typer(freeze_app, name="freeze")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(webhook_app, name="webhook")
 release_app.command("approve")(reports(release_approve))
 release_app.command("plan")(reports(release_plan))
 
@@ -464,6 +468,16 @@ def rollout_status(release_id: str, server: Server = None, token: Token = None, 
     out.print(table)
     if "validation" in result:
         _print_validation(result["validation"])
+    if result.get("emergency"):
+        e = result["emergency"]
+        out.print(f"[bold red]EMERGENCY START[/bold red] by {e['started_by']} at {e['at']}, approved by "
+                  f"{e['approved_by']} ({e['approval_reason']}): {e['reason']}; overrode: "
+                  f"{'; '.join(e['overrode']) or 'nothing'}", highlight=False)
+    approvals = result.get("approvals")
+    if approvals and approvals["required"]:
+        names = ", ".join(a["approver"] for a in approvals["valid"]) or "none yet"
+        out.print(f"approvals: {len(approvals['valid'])} of {approvals['required']} ({names})"
+                  + (f"; {len(approvals['stale'])} stale" if approvals["stale"] else ""), highlight=False)
     history = Table("at", "from", "to", "actor", "reason", title="history")
     for h in result["history"]:
         history.add_row(h["at"], h["from"] or "-", h["to"], h["actor"], h["reason"])
@@ -512,12 +526,16 @@ def agent_run(
                                                                  "workload, limits)")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json")] = "text",
     json_out: Json = False,
+    trusted_root: Annotated[Path | None, typer.Option("--trusted-root", help="the TUF root shipped with the agent "
+                                                                            "(`ringfence init` prints it): every "
+                                                                            "artifact must then be signed")] = None,
 ) -> None:
     """Run the endpoint agent: enroll once, then check in and apply updates safely."""
     from ringfence.agent.daemon import run_agent
 
     code = run_agent(server=server, enroll_token=enroll_token, state_dir=state_dir, once=once,
-                     attributes=attributes, config=config, log_format=log_format, json_out=json_out)
+                     attributes=attributes, config=config, log_format=log_format, json_out=json_out,
+                     trusted_root=trusted_root)
     if code:
         raise typer.Exit(code)
 

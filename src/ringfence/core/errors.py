@@ -8,7 +8,8 @@ one exit code (see ``server/errors.py`` and ``cli/client.py``); a test pins both
      ├── Forbidden             credential is valid but may not do this                   -> 403
      ├── NotFound              unknown release, artifact, content type, device           -> 404
      ├── Conflict              already exists, or lost a race for the same rollout       -> 409
-     │    └── TransitionRejected  a rule refused a phase change, with its reason         -> 409
+     │    ├── TransitionRejected  a rule refused a phase change, with its reason         -> 409
+     │    └── ReplayedCheckIn  a device's check-in that is not newer than its last one   -> 409
      ├── PayloadTooLarge       upload over the configured limit                          -> 413
      └── Unavailable           the database or another dependency cannot be reached      -> 503
 """
@@ -90,6 +91,10 @@ class Conflict(RingfenceError):
 
 class TransitionRejected(Conflict):
     code = "transition_rejected"
+
+
+class ReplayedCheckIn(Conflict):
+    code = "replayed_checkin"
 
 
 class PayloadTooLarge(RingfenceError):

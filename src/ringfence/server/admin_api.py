@@ -24,7 +24,7 @@ from ringfence.server import auth
 from ringfence.server.auth import Actor
 from ringfence.server.gate import owned_content_type, owned_release, required_approvals, start_gate
 from ringfence.server.schemas import ContentTypeIn, DefinitionIn, EnrollTokenIn, ReasonIn, ReleaseIn
-from ringfence.store import access, releases, validations
+from ringfence.store import access, alerts, releases, validations
 from ringfence.store.schema import ContentTypeRow, TeamRow
 from ringfence.store.telemetry import rollout_status
 from ringfence.validation import ContentTypeDefinition, ValidationResult, validate
@@ -176,6 +176,7 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
                 validations.record(s, row.id, results, now)
             for action in step(releases.rollout_state(row), releases.release_plan(row), Observations(), now):
                 releases.apply_intent(s, row.id, action.intent, actor="system", reason=action.reason, now=now)
+            alerts.on_validation(s, row, results, now)
             auth.audit(s, request, who, "release.create", target=row.id,
                        details={"content_type": row.content_type, "version": row.version, "plan": row.plan_name,
                                 "validation": _tally(results) if judged is not None else "none"})
@@ -205,6 +206,7 @@ async def revalidate_release(release_id: str, request: Request) -> dict[str, Any
             row = releases.get_release(s, release_id)
             _not_started(row.phase, release_id)  # it may have started while the validators ran
             validations.replace(s, release_id, results, now)
+            alerts.on_validation(s, row, results, now)
             releases.note(s, release_id, "validate", actor=who.name, now=now,
                           reason=f"validated again: {_tally(results)}")
             auth.audit(s, request, who, "release.validate", target=release_id, reason=_tally(results))

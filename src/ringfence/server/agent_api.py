@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -20,14 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ringfence.core.assignment import Decision, RolloutView, Target
-from ringfence.core.errors import InvalidInput, Unauthorized
+from ringfence.core.errors import InvalidInput, ReplayedCheckIn, Unauthorized
 from ringfence.core.models import FAILURE_KINDS, DeviceAttributes
 from ringfence.core.plan import Activation
 from ringfence.server import auth
 from ringfence.server.ingest import AdmissionRefused
 from ringfence.server.runtime import Runtime
 from ringfence.server.schemas import AttributesIn, CheckInIn, RevocationsIn
-from ringfence.server.snapshot import PlaceboStep
+from ringfence.server.snapshot import DeviceState, PlaceboStep
 from ringfence.store import access
 from ringfence.store.access import Sighting
 from ringfence.store.telemetry import Admission, Event, PlaceboAsked, PlaceboSeen
@@ -95,7 +96,9 @@ async def checkin(request: Request) -> Response:
     if len(body.events) > rt.config.max_events_per_checkin:
         raise InvalidInput(f"{len(body.events)} events in one check-in; at most {rt.config.max_events_per_checkin}",
                            field="events", value=len(body.events))
+    started = time.perf_counter()
     answer = await _checkin(rt, device_id, body)
+    rt.metrics.checked_in((e.kind.value for e in body.events), time.perf_counter() - started)
     return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
 
@@ -187,10 +190,27 @@ def _decide_all(rt: Runtime, device_id: str, now: datetime) -> tuple[dict[str, A
     return desired, admitted, interval
 
 
+def _check_sequence(device_id: str, state: DeviceState, sequence: int | None) -> None:
+    """Refuse a replayed check-in: once a device numbers its check-ins, each must be newer than
+    the last one accepted (kept in memory, and in the store with the device's sightings)."""
+    if sequence is None:
+        if state.checkin_seq:
+            raise ReplayedCheckIn(f"check-in of device {device_id} has no sequence number, but the device numbers "
+                                  f"its check-ins (last {state.checkin_seq}): refused as a replay",
+                                  device=device_id, last=state.checkin_seq)
+        return
+    if sequence <= state.checkin_seq:
+        raise ReplayedCheckIn(f"check-in {sequence} of device {device_id} is not newer than check-in "
+                              f"{state.checkin_seq}: refused as a replay", device=device_id, sequence=sequence,
+                              last=state.checkin_seq)
+    state.checkin_seq = sequence
+
+
 async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
     snap = rt.snapshot
     now = rt.clock.now()
     state = snap.devices[device_id]
+    _check_sequence(device_id, state, body.sequence)
     moved = None
     if body.attributes is not None:
         attrs = _attributes(body.attributes, state.attributes.tenant)
@@ -199,7 +219,7 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
         if snap.update_attributes(device_id, attrs):
             moved = attrs
     changed_versions = snap.update_versions(device_id, body.versions)
-    rt.batcher.submit(Sighting(device_id, now, moved, changed_versions or None))
+    rt.batcher.submit(Sighting(device_id, now, moved, changed_versions or None, body.sequence))
 
     waits: list[asyncio.Future[None]] = []
     for e in body.events:

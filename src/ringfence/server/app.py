@@ -10,7 +10,18 @@ from fastapi import FastAPI, Request
 
 import ringfence
 from ringfence.core.clock import Clock
-from ringfence.server import admin_api, agent_api, audit_api, change_api, errors, policy_api, trust_api
+from ringfence.server import (
+    admin_api,
+    agent_api,
+    alerts_api,
+    audit_api,
+    change_api,
+    dashboard,
+    errors,
+    metrics,
+    policy_api,
+    trust_api,
+)
 from ringfence.server.config import ServerConfig
 from ringfence.server.runtime import Runtime
 
@@ -40,6 +51,9 @@ def create_app(config: ServerConfig, clock: Clock | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(trust_api.router)
     app.include_router(policy_api.router)
+    app.include_router(alerts_api.router)
+    app.include_router(metrics.router)  # GET /metrics for Prometheus, out of the API's schema
+    app.include_router(dashboard.router)  # the pages at / and /ui/, out of the API's schema
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, str]:

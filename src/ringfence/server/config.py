@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,24 @@ class ServerConfig:
     trust_keys: Path | None = None
     timestamp_refresh_s: float = 3600.0  # re-sign the TUF timestamp (it lives a day) this often
 
+    # Alerts (webhooks): a delivery is tried at once, then after backoff, 2x, 4x, ... (capped)
+    # until max_attempts have failed. Links in alerts point at public_url (default http://HOST:PORT).
+    public_url: str | None = field(default_factory=lambda: os.environ.get("RINGFENCE_PUBLIC_URL") or None)
+    webhook_timeout_s: float = 5.0  # per attempt: connect, send and read the answer
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_poll_s: float = 1.0  # how often each node looks for due deliveries
+    webhook_batch: int = 50  # deliveries one node claims and sends at a time
+
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def base_url(self) -> str:
+        """Where people reach this server: the links in alerts start here."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def trust_key_dir(self) -> Path | None:

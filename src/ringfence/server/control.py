@@ -28,6 +28,7 @@ from ringfence.core.clock import Clock
 from ringfence.core.errors import Conflict, RingfenceError
 from ringfence.core.rollout import ACTIVE_PHASES, Phase
 from ringfence.engine.reconciler import EngineLimits, step
+from ringfence.server.metrics import Metrics
 from ringfence.server.snapshot import LoadedViews, Revoked
 from ringfence.store import policies
 from ringfence.store.db import Database
@@ -150,8 +151,9 @@ class Leadership:
 class Reconciler:
     def __init__(self, db: Database, clock: Clock, limits: EngineLimits, interval_s: float,
                  on_change: Callable[[], Awaitable[None]], judge_interval_s: float = 2.0,
-                 on_phase: Callable[[str, Phase], None] | None = None) -> None:
+                 on_phase: Callable[[str, Phase], None] | None = None, metrics: Metrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics
         self._clock = clock
         self._limits = limits
         self._interval = interval_s
@@ -186,6 +188,8 @@ class Reconciler:
             changed += self._reconcile(release_id, fresh)
         self.ticks += 1
         self.last_tick_s = time.perf_counter() - started
+        if self._metrics is not None:
+            self._metrics.reconciler_tick_seconds.observe(self.last_tick_s)
         return changed
 
     def _reconcile(self, release_id: str, fresh: bool = False) -> int:
@@ -207,6 +211,8 @@ class Reconciler:
                         or time.monotonic() - judged_at >= max(self._judge_interval, 4 * cost)):
                     began = time.monotonic()
                     obs = observe(s, row, now)
+                    if self._metrics is not None:
+                        self._metrics.judge_evaluations.inc()
                     self._verdicts[release_id] = (time.monotonic(), time.monotonic() - began, row.revision,
                                                   obs.verdicts)
                 else:

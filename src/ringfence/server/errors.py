@@ -4,6 +4,11 @@
 
 Every exception from ``ringfence.core.errors`` maps to a status here; ``tests/integration/
 test_error_shape.py`` pins the shape and the mapping.
+
+Every refusal (4xx) is logged at WARNING on ``ringfence.server`` with method, path (without the
+query string), client address, status, code and message — never headers or bodies, so no
+credential — so refused requests, probing included, leave a trace (fields ``method``, ``path``,
+``client``, ``status``, ``code`` in ``--log-format json``).
 """
 
 from __future__ import annotations
@@ -53,24 +58,36 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     return JSONResponse(error_body(status, code, message, details), status_code=status, headers=headers)
 
 
+def refused(request: Request, status: int, code: str, message: str) -> None:
+    """Log a refused request (4xx): who asked for what and why it was refused."""
+    if 400 <= status < 500:
+        client = request.client.host if request.client is not None else None
+        log.warning("refused %s %s from %s: %d %s: %s", request.method, request.url.path, client, status, code,
+                    message, extra={"method": request.method, "path": request.url.path, "client": client,
+                                    "status": status, "code": code})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.RingfenceError)
-    async def _domain(_: Request, exc: e.RingfenceError) -> JSONResponse:
+    async def _domain(request: Request, exc: e.RingfenceError) -> JSONResponse:
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        refused(request, status, exc.code, exc.message)
         return error_response(status, exc.code, exc.message, _jsonable(exc.details), headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
                      "message": err.get("msg", "invalid")} for err in exc.errors()]
         first = problems[0] if problems else {"field": "?", "message": "invalid request"}
-        return error_response(422, "invalid_input", f"{first['field']}: {first['message']}",
-                              {"problems": problems})
+        message = f"{first['field']}: {first['message']}"
+        refused(request, 422, "invalid_input", message)
+        return error_response(422, "invalid_input", message, {"problems": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        refused(request, exc.status_code, code, str(exc.detail))
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -158,7 +158,9 @@ class WriteBatcher:
 def _merge(older: Sighting, newer: Sighting) -> Sighting:
     """One sighting that says what both said: the newer time and attributes, all changed versions."""
     versions = {**(older.versions or {}), **(newer.versions or {})}
-    return Sighting(newer.device_id, newer.at, newer.attributes or older.attributes, versions or None)
+    sequences = [q for q in (older.sequence, newer.sequence) if q is not None]
+    return Sighting(newer.device_id, newer.at, newer.attributes or older.attributes, versions or None,
+                    max(sequences) if sequences else None)
 
 
 class AdmissionRefused(Exception):

@@ -1,10 +1,9 @@
-"""Everything a running server holds: settings, database, clock, snapshot, batcher, blob store
-and reconciler, with their start-up and shut-down order."""
+"""Everything a running server holds: settings, database, clock, snapshot, batcher, blob store,
+reconciler, alert dispatcher and metrics, with their start-up and shut-down order."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -14,9 +13,11 @@ from typing import IO, Any
 from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import Unavailable
 from ringfence.delivery.blobs import BlobStore
+from ringfence.server.alerts import Dispatcher
 from ringfence.server.config import ServerConfig
 from ringfence.server.control import Reconciler, load_views, rollouts_marker
 from ringfence.server.ingest import WriteBatcher
+from ringfence.server.metrics import Metrics
 from ringfence.server.snapshot import FleetSnapshot
 from ringfence.store.access import iter_device_records
 from ringfence.store.db import Database, redact
@@ -25,6 +26,7 @@ from ringfence.trust import TrustRepository, target_path
 
 log = logging.getLogger("ringfence.server")
 LOCK_FILE = "server.lock"
+STOP_TIMEOUT_S = 10.0
 
 
 class Runtime:
@@ -34,6 +36,9 @@ class Runtime:
         self.db = Database(config.database_url)
         self.blobs = BlobStore(config.blob_dir)
         self.snapshot = FleetSnapshot()
+        self.metrics = Metrics()
+        self.metrics.watch(self)
+        self.alerts = Dispatcher(self.db, self.clock, config, self.metrics)
         self.batcher: WriteBatcher
         self.reconciler: Reconciler
         self.trust: TrustRepository | None = None
@@ -55,7 +60,7 @@ class Runtime:
                                     sighting_interval_s=self.config.sighting_interval_s)
         self.reconciler = Reconciler(self.db, self.clock, self.config.engine, self.config.reconcile_interval_s,
                                      self.reload_views, judge_interval_s=self.config.judge_interval_s,
-                                     on_phase=self.snapshot.set_phase)
+                                     on_phase=self.snapshot.set_phase, metrics=self.metrics)
 
         def _devices() -> None:
             with self.db.session() as s:
@@ -70,6 +75,7 @@ class Runtime:
             asyncio.create_task(self.batcher.run(), name="ingest"),
             asyncio.create_task(self.reconciler.run(), name="reconciler"),
             asyncio.create_task(self._refresh_population(), name="population"),
+            asyncio.create_task(self.alerts.run(), name="alerts"),
         ]
         if not self.db.is_sqlite:
             self._tasks.append(asyncio.create_task(self._watch_rollouts(), name="rollout-watch"))
@@ -77,14 +83,23 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._refresh_timestamp(), name="tuf-timestamp"))
 
     async def stop(self) -> None:
+        """Stop the background services and flush what is queued. Every step is bounded: a
+        worker thread stuck in the database must not keep the process from exiting."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await self.batcher.flush()
-        self.reconciler.leadership.release()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            if stuck:
+                log.error("background services did not stop within %.0fs: %s", STOP_TIMEOUT_S,
+                          ", ".join(sorted(t.get_name() for t in stuck)))
+        try:
+            await asyncio.wait_for(self.batcher.flush(), STOP_TIMEOUT_S)
+        except Exception as exc:  # TimeoutError included: what is lost was not yet acknowledged
+            log.error("could not flush queued writes at shutdown: %s", exc or type(exc).__name__)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.reconciler.leadership.release), STOP_TIMEOUT_S)
+        except Exception as exc:  # the lock ends with its connection anyway
+            log.error("could not release the reconciler's leadership: %s", exc or type(exc).__name__)
         self.db.dispose()
         if self._lock_file is not None:
             self._lock_file.close()
@@ -97,6 +112,7 @@ class Runtime:
             self.snapshot.install_views(loaded)
             if self.trust is not None:
                 await asyncio.to_thread(self.publish_revocations)
+        self.alerts.wake()  # a transition may have enqueued alerts: send them now
 
     # -- signed delivery ---------------------------------------------------------------------
     def _open_trust(self) -> None:

@@ -69,6 +69,8 @@ class EventIn(_Strict):
 
 
 class CheckInIn(_Strict):
+    sequence: int | None = Field(default=None, ge=1, le=2**62, description="increases with every check-in of "
+                                 "the device; once a device sends it, a check-in without a newer one is refused")
     attributes: AttributesIn | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     events: list[EventIn] = Field(default_factory=list)

@@ -46,6 +46,7 @@ class DeviceState:
     credential_hash: str
     attributes: DeviceAttributes
     versions: dict[str, str] = field(default_factory=dict)
+    checkin_seq: int = 0  # the highest check-in sequence number accepted (0: none sent yet)
 
 
 @dataclass(slots=True)
@@ -159,7 +160,8 @@ class FleetSnapshot:
         old = self.devices.get(record.id)
         if old is not None:
             self.population[old.attributes] -= 1
-        self.devices[record.id] = DeviceState(record.credential_hash, record.attributes)
+        self.devices[record.id] = DeviceState(record.credential_hash, record.attributes, checkin_seq=max(
+            record.checkin_seq, old.checkin_seq if old is not None else 0))
         self.population[record.attributes] += 1
         self.population_changed = True
 

@@ -140,6 +140,7 @@ class DeviceRecord:
     id: str
     credential_hash: str
     attributes: DeviceAttributes
+    checkin_seq: int = 0  # the highest check-in sequence number the device has sent
 
 
 def enroll_device(
@@ -167,7 +168,9 @@ def device_attributes(row: DeviceRow) -> DeviceAttributes:
 
 def find_device_record(s: Session, device_id: str) -> DeviceRecord | None:
     row = s.get(DeviceRow, device_id)
-    return DeviceRecord(row.id, row.credential_hash, device_attributes(row)) if row is not None else None
+    if row is None:
+        return None
+    return DeviceRecord(row.id, row.credential_hash, device_attributes(row), row.checkin_seq or 0)
 
 
 def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecord]:
@@ -178,7 +181,7 @@ def iter_device_records(s: Session, batch: int = 50_000) -> Iterator[DeviceRecor
         if not rows:
             return
         for row in rows:
-            yield DeviceRecord(row.id, row.credential_hash, device_attributes(row))
+            yield DeviceRecord(row.id, row.credential_hash, device_attributes(row), row.checkin_seq or 0)
         last = rows[-1].id
 
 
@@ -230,6 +233,7 @@ class Sighting:
     at: datetime
     attributes: DeviceAttributes | None = None
     versions: Mapping[str, str] | None = None
+    sequence: int | None = None  # the check-in's sequence number, when the device sends one
 
 
 def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
@@ -258,6 +262,9 @@ def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
     ]
     if moved:
         s.execute(update(DeviceRow), moved)
+    sequenced = [{"id": d, "checkin_seq": x.sequence} for d, x in latest.items() if x.sequence is not None]
+    if sequenced:
+        s.execute(update(DeviceRow), sequenced)
     if changed_versions:
         upsert(s, DeviceVersion, [
             {"device_id": d, "content_type": ct, "version": v, "reported_at": at}

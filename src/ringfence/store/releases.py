@@ -4,7 +4,8 @@ Functions take a session (the caller owns the transaction) and return rows or va
 server's routes map ``NotFound`` to 404 and ``Conflict`` to 409. Rollout transitions are the
 only way the phase columns change: :func:`apply_intent` runs the rule from
 :mod:`ringfence.core.rollout` and writes the new state with a compare-and-set on ``revision``
-plus one history row, in the caller's transaction.
+plus one history row, in the caller's transaction (and the alerts it calls for: a halt, a
+rollback, a completion, a release waiting for approvals; see :mod:`ringfence.store.alerts`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ringfence.core.rollout import (
     TransitionContext,
     transition,
 )
-from ringfence.store import audit
+from ringfence.store import alerts, audit
 from ringfence.store.schema import ArtifactRow, ContentTypeRow, HistoryRow, ReleaseRow
 from ringfence.store.validations import check_definition, check_unvalidated
 
@@ -249,6 +250,7 @@ def apply_intent(
         reason=entry.reason, details=dict(entry.details),
     ))
     s.flush()
+    alerts.on_transition(s, row, entry, now)  # the alert commits with the change, or neither does
     audit.append(s, actor=actor, role=role, source=source or ("system" if role is None else None),
                  action=f"rollout.{intent.value}", target=release_id, reason=entry.reason,
                  details={"from": entry.from_phase.value, "to": entry.to_phase.value, "from_wave": entry.from_wave,

@@ -83,6 +83,7 @@ class DeviceRow(Base):
     agent_version: Mapped[str] = mapped_column(String(64), default="")
     enrolled_at: Mapped[datetime] = mapped_column(Stamp)
     last_seen_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    checkin_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # highest sequence seen
 
     __table_args__ = (Index("ix_devices_platform_region", "platform", "region"),)
 
@@ -299,3 +300,44 @@ class PolicyRow(Base):
     changed_at: Mapped[datetime] = mapped_column(Stamp)
     changed_by: Mapped[str] = mapped_column(String(200))
     cleared_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+
+
+class WebhookRow(Base):
+    """An alert subscription: where to send (``url``), how (``format``: json or slack), which
+    events (``events``), and the secret every delivery is signed with (HMAC-SHA256; kept in clear
+    because signing needs it, shown once when created and never listed)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    format: Mapped[str] = mapped_column(String(16))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one subscription: the durable outbox. Inserted in the transaction of the
+    change it announces; ``status`` pending -> delivered | failed. While pending,
+    ``next_attempt_at`` is when it is due (or, while a node sends it, when that node's claim
+    lapses); ``attempt_log`` keeps every attempt's time, status code and error."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    release_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)

@@ -324,6 +324,20 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
         } for h in history(s, row.id)],
         **({"validation": validation} if validation is not None else {}),
         "approvals": change.standing_json(change.standing(s, row, row.approvals_required)),
+        "emergency": _emergency_json(s, row.id),
         "freezes": [change.freeze_json(f) for f in change.active_freezes(
             s, get_content_type(s, row.content_type).team, now)] if now is not None else [],
     }
+
+
+def _emergency_json(s: Session, release_id: str) -> dict[str, Any] | None:
+    """The emergency start of the rollout, if it took the emergency path: what it overrode,
+    who approved, who started and why (shown wherever the rollout is)."""
+    start = s.scalars(select(HistoryRow).where(HistoryRow.release_id == release_id, HistoryRow.intent == "start")
+                      .order_by(HistoryRow.id.desc()).limit(1)).first()
+    if start is None or not start.details.get("emergency"):
+        return None
+    d = start.details
+    return {"at": utc(start.at).isoformat(), "started_by": start.actor, "reason": d.get("reason"),
+            "approved_by": d.get("approved_by"), "approval_reason": d.get("approval_reason"),
+            "overrode": [*d.get("checks", []), *d.get("freezes", []), *d.get("approvals", [])]}

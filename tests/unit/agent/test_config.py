@@ -3,8 +3,10 @@ value is refused with InvalidInput naming its field path."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,10 @@ BAD = [
     ("workload: {command: [sensor], content_type: a, restart: always}", "workload.restart"),
     ("workload: {command: [], content_type: a}", "workload.command"),
     ("workload: {command: [sensor], content_type: a, ready_timeout: 0}", "workload.ready_timeout"),
+    ("trust: keys/1.root.json", "trust"),
+    ("trust: {root: 5}", "trust.root"),
+    ("trust: {root: ''}", "trust.root"),
+    ("trust: {root: r.json, mirror: x}", "trust.mirror"),
 ]
 
 
@@ -269,3 +275,62 @@ def test_a_missing_attributes_file(tmp_path: Path) -> None:
         load_attributes(tmp_path / "nope.yaml")
 
     assert caught.value.details["field"] == "attributes"
+
+
+# -- signed delivery: the trusted root -------------------------------------------------------
+
+def test_the_trusted_root_is_resolved_against_the_config_files_directory(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "etc").mkdir()
+    write(tmp_path / "etc", "trust: {root: keys/1.root.json}\n")
+    monkeypatch.chdir(tmp_path)
+
+    config = load_config(Path("etc/agent.yaml"), **BASE)
+
+    assert config.trusted_root == tmp_path.resolve() / "etc" / "keys" / "1.root.json"
+    assert AgentConfig(**BASE).trusted_root is None  # without one, artifacts are not TUF-verified
+
+
+def test_the_command_lines_trusted_root_wins_over_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "trust: {root: /etc/ringfence/root.json}\n")
+
+    config = load_config(path, **BASE, trusted_root=tmp_path / "given.json")
+
+    assert config.trusted_root == tmp_path / "given.json"
+    assert load_config(path, **BASE).trusted_root == Path("/etc/ringfence/root.json")
+
+
+@pytest.fixture
+def _root_logger_restored() -> Iterator[None]:
+    """``run_agent`` configures the root logger for the process; give the next test its own back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("_root_logger_restored")
+def test_a_trusted_root_that_is_not_a_root_stops_the_agent_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ringfence.agent.daemon import main
+
+    (tmp_path / "root.json").write_text("{}")
+    code = main(["--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "state"), "--once",
+                 "--trusted-root", str(tmp_path / "root.json")])
+
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: cannot use the trusted root {tmp_path / 'root.json'}: ")
+
+
+@pytest.mark.usefixtures("_root_logger_restored")
+def test_a_missing_trusted_root_stops_the_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ringfence.agent.daemon import main
+
+    code = main(["--server", "http://127.0.0.1:9", "--state-dir", str(tmp_path / "state"), "--once",
+                 "--trusted-root", str(tmp_path / "nowhere.json")])
+
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"error: cannot use the trusted root {tmp_path / 'nowhere.json'}: No such file or directory"

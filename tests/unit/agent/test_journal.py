@@ -380,3 +380,49 @@ def test_summary() -> None:
     }
     assert out["content"]["agent/binary"]["active"] is None
     json.dumps(out)  # printable as JSON
+
+
+# -- signed delivery's bookkeeping -----------------------------------------------------------
+
+def test_signed_seqs_and_refusals_round_trip(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path)
+    c = journal.state.of("sensor/ipc-templates")
+    c.active = c.lkg = ref("3.0")
+    c.seqs = {"3.0": 12, "2.0": 9}
+    c.refused = {"2.0": "3.0"}
+    journal.save()
+
+    again = Journal.open(tmp_path).state.of("sensor/ipc-templates")
+
+    assert (again.seqs, again.refused) == ({"3.0": 12, "2.0": 9}, {"2.0": "3.0"})
+
+
+def test_a_journal_written_before_signed_delivery_opens_with_no_seqs(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path)
+    journal.state.of("sensor/ipc-templates").active = ref("1.0")
+    journal.save()
+    slot = tmp_path / SLOT_B
+    doc = json.loads(slot.read_bytes())
+    for c in doc["body"]["content"].values():
+        del c["seqs"], c["refused"]
+    payload = json.dumps(doc["body"], sort_keys=True, separators=(",", ":"))
+    doc["sha256"] = hashlib.sha256(payload.encode()).hexdigest()
+    slot.write_text(json.dumps(doc))
+
+    c = Journal.open(tmp_path).state.of("sensor/ipc-templates")
+
+    assert (c.active, c.seqs, c.refused) == (ref("1.0"), {}, {})
+
+
+def test_a_new_active_version_ends_refusals_and_keeps_seqs_only_for_versions_on_disk() -> None:
+    c = ContentState(active=ref("3"), lkg=ref("3"), history=[ref("1")], seqs={"1": 1, "2": 2, "3": 3},
+                     refused={"2": "3"})
+
+    c.commit(ref("4"), keep=1)
+    assert c.refused == {}
+    assert c.seqs == {"3": 3}  # 4's seq is recorded when it is verified, not by the commit
+
+    c.refused = {"2": "4"}
+    c.reverted("4", ref("3"), "rolled back")
+    assert (c.refused, c.seqs) == ({}, {"3": 3})
+    assert c.committed("3") and not c.committed("4")
