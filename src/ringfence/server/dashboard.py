@@ -1,8 +1,8 @@
 """The dashboard: what is rolling where, what halted it and why, and the buttons to act.
 
-The pages are static HTML shells (``ui/*.html``) with one hand-written script and one style
-sheet; the script renders everything from the JSON API with the person's API token and polls it
-every two seconds, so a halt shows without a reload. The token lives in the tab's
+The pages are static HTML (``ui/shell.html`` around each page's ``ui/NAME.html``) with one
+hand-written script and one style sheet; the script renders everything from the JSON API with
+the person's API token and polls it every two seconds, so a halt shows without a reload. The token lives in the tab's
 ``sessionStorage`` and travels only as ``Authorization: Bearer``: no cookie carries it, so no
 page of another site can make the browser act with it (no CSRF), and it never appears in a URL.
 The shells themselves hold no data and need no token; every datum comes from an endpoint that
@@ -41,32 +41,41 @@ _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff"
             "X-Frame-Options": "DENY"}
 
 
-def _page(name: str) -> HTMLResponse:
-    return HTMLResponse((UI / f"{name}.html").read_text(encoding="utf-8"),
-                        headers={**_HEADERS, "Cache-Control": "no-store"})
+_BRAND = '<header class="bar"><a class="brand" href="/">Ringfence</a></header>'
+
+
+def _page(name: str, title: str) -> HTMLResponse:
+    """A page: the shell (head, and the bar with navigation; the sign-in page has the name only) around
+    the page's own ``ui/NAME.html``."""
+    text = (UI / "shell.html").read_text(encoding="utf-8")
+    bar = _BRAND if name == "login" else (UI / "bar.html").read_text(encoding="utf-8")
+    body = (UI / f"{name}.html").read_text(encoding="utf-8")
+    html = (text.replace("{title}", title).replace("{page}", name).replace("<!--header-->", bar.rstrip("\n"))
+            .replace("{body}", body))
+    return HTMLResponse(html, headers={**_HEADERS, "Cache-Control": "no-store"})
 
 
 @router.get("/")
 def rollouts_page() -> HTMLResponse:
     """The rollouts and the fleet."""
-    return _page("rollouts")
+    return _page("rollouts", "Rollouts")
 
 
 @router.get("/ui/rollouts/{release_id}")
 def rollout_page(release_id: str) -> HTMLResponse:
     """One rollout: waves, health per stratum, history, validation, approvals; the script reads
     the release id from the address."""
-    return _page("rollout")
+    return _page("rollout", "Rollout")
 
 
 @router.get("/ui/audit")
 def audit_page() -> HTMLResponse:
-    return _page("audit")
+    return _page("audit", "Audit log")
 
 
 @router.get("/ui/login")
 def login_page() -> HTMLResponse:
-    return _page("login")
+    return _page("login", "Sign in")
 
 
 @router.get("/ui/static/{name}")
