@@ -203,7 +203,7 @@ def test_a_downgrade_is_refused_and_a_signed_rollback_is_followed(server: Server
     journal = agent.wait_for(lambda: settled(agent, content_type, "2"), what="back on 2")
     assert "3" in journal["content"][content_type]["blocked"]
     assert agent.current(content_type) == "2"
-    assert reasons(server, device_id, "3", kind="rolled_back") == [
+    assert reasons(server, device_id, "3", kind="recalled") == [
         "revoked by the server: 3 corrupts the channel files"]
     assert reasons(server, device_id, "2") == [refusal]  # nothing more refused on the way
     assert agent.stop() == 0

@@ -148,7 +148,10 @@ async def _good_then_bad(fleet: LiveFleet, publisher: Publisher) -> None:
         await call(publisher.action, bad, "rollback", "crashes on windows")
         await call(publisher.wait_status, bad, lambda s: s["phase"] == "rolled_back", 30, "rolled back")
         await until(lambda: fleet.versions() == {CT: {"1": 200}}, fleet, "every device back on version 1")
-        assert fleet.report()["rolled_back"] == len(fine)
+        assert fleet.report()["recalled"] == len(fine)
+        # ... and following the rollback is no failure: the server's count of failed devices stands
+        totals = (await call(publisher.status, bad))["totals"]
+        assert totals["failed"] == len(crashed) and totals["reverted"] == len(exposed)
         assert fleet.report()["refused"] == 0  # the server took every request as the fleet sent it
 
 

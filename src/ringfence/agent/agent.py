@@ -309,7 +309,7 @@ class Agent:
                 continue
             log.warning("%s %s %s; reverting to %s", r.content_type, r.version, r.reason,
                         r.back.version if r.back else "none")
-            self._revert(r.content_type, r.version, r.back, r.reason, "rolled_back")
+            self._revert(r.content_type, r.version, r.back, r.reason, "recalled")
 
     def _may_leave(self, content_type: str, leaving: str, back: VersionRef | None) -> bool:
         """Whether the server's unsigned word may move the device from ``leaving`` to ``back``
@@ -561,7 +561,7 @@ class Agent:
         back = c.way_back(leaving, {leaving})
         if not self._may_leave(desired.content_type, leaving, back):
             return
-        self._revert(desired.content_type, leaving, back, "the server rolled the release back", "rolled_back")
+        self._revert(desired.content_type, leaving, back, "the server rolled the release back", "recalled")
 
     # -- the update lifecycle --------------------------------------------------------------
     def _update(self, desired: Desired) -> None:
@@ -825,7 +825,7 @@ class Agent:
                     desired = (answer.get("desired") or {}).get(content_type) or {}
                     if revoked.get("version") == u.target.version or desired.get("rollback_from") == u.target.version:
                         self._revert(content_type, u.target.version, c.lkg, "the server rolled the release back "
-                                     "during the trial", "rolled_back")
+                                     "during the trial", "recalled")
                         return
                 next_beat = now + self.config.heartbeat_s
             if now - started >= spec.trial_s:

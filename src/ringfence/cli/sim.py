@@ -161,10 +161,11 @@ async def _drive(fleet: LiveFleet, duration: float | None, *, show: bool) -> Non
 
 def _view(report: dict[str, Any]) -> Group:
     counters = Table("devices", "enrolled", "check-ins", "errors", "downloads", "healthy", "crashed",
-                     "auto-reverted", "rolled back", "silent", "updating",
+                     "auto-reverted", "rolled back", "recalled", "silent", "updating",
                      title=f"live fleet after {report['elapsed_s']:.0f}s")
     counters.add_row(*(str(report[k]) for k in ("devices", "enrolled", "checkins", "errors", "downloads", "healthy",
-                                                "crashed", "auto_reverted", "rolled_back", "silent", "in_flight")))
+                                                "crashed", "auto_reverted", "rolled_back", "recalled", "silent",
+                                                "in_flight")))
     versions = Table("content type", "version", "devices", title="running")
     for content_type, counts in report["versions"].items():
         for version, n in counts.items():

@@ -122,8 +122,10 @@ class EventKind(StrEnum):
     ``intent`` is sent *before* activation, so a device that dies while activating is still
     counted as exposed. ``activated`` follows the atomic switch; ``healthy`` commits the version
     as the device's last-known-good; ``failed`` is an update that could not be applied or did
-    not pass its trial; ``rolled_back`` is a return to the last-known-good while running,
-    ``auto_reverted`` one made at start-up by the crash-loop guard; ``crash`` is an unclean exit
+    not pass its trial; ``rolled_back`` is a return to the last-known-good while running because
+    the version failed here, ``auto_reverted`` one made at start-up by the crash-loop guard, and
+    ``recalled`` one the server ordered (the release was rolled back or the version revoked) — a
+    revert, but not a failure of this device; ``crash`` is an unclean exit
     found at the next start; ``heartbeat`` says a version in trial is still alive.
     """
 
@@ -135,9 +137,10 @@ class EventKind(StrEnum):
     PROBE_FAILED = "probe_failed"
     ROLLED_BACK = "rolled_back"
     AUTO_REVERTED = "auto_reverted"
+    RECALLED = "recalled"
     HEARTBEAT = "heartbeat"
 
 
 FAILURE_KINDS = frozenset({EventKind.CRASH, EventKind.PROBE_FAILED, EventKind.FAILED, EventKind.ROLLED_BACK,
                            EventKind.AUTO_REVERTED})
-REVERT_KINDS = frozenset({EventKind.ROLLED_BACK, EventKind.AUTO_REVERTED})
+REVERT_KINDS = frozenset({EventKind.ROLLED_BACK, EventKind.AUTO_REVERTED, EventKind.RECALLED})

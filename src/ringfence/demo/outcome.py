@@ -5,9 +5,9 @@ validation through the emergency path, halts in its first wave, the machines it 
 by themselves, and a rollback returns everyone else. :func:`untold` names every part that did
 not happen; an outcome with none is the story as told, and ``ringfence demo`` exits 0.
 
-Counts are the server's (``rollout status``), read at two moments: ``bad_failed`` just before the
-rollback is ordered — afterwards the server also counts a device that follows the rollback as
-rolled back, which is a revert, not a failure of the version — and everything else at the end.
+Counts are the server's (``rollout status``), read at two moments: ``bad_failed`` once the
+crashed machines have reverted by themselves, before the rollback is ordered (devices that then
+follow the rollback report ``recalled``: reverted, not failed), and everything else at the end.
 """
 
 from __future__ import annotations

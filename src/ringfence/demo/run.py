@@ -105,7 +105,8 @@ def _fleet(settings: DemoSettings, server_url: str, enroll_token: str) -> LiveFl
 
 def _fleet_summary(fleet: LiveFleet) -> dict[str, object]:
     report = fleet.report()
-    keep = ("devices", "checkins", "errors", "crashed", "auto_reverted", "rolled_back", "healthy", "versions")
+    keep = ("devices", "checkins", "errors", "crashed", "auto_reverted", "rolled_back", "recalled", "healthy",
+            "versions")
     return {k: report[k] for k in keep}
 
 

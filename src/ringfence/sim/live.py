@@ -286,7 +286,7 @@ class LiveFleet:
 
     def report(self) -> dict[str, Any]:
         """The counters as one JSON-ready object. ``crashed`` and ``silent`` count devices; the
-        event counts (``auto_reverted``, ``rolled_back``, ...) count reports queued."""
+        event counts (``auto_reverted``, ``rolled_back``, ``recalled``, ...) count reports queued."""
         c, events = self.counters, self.counters.events
         elapsed = 0.0 if self._started is None else (self._stopped or time.monotonic()) - self._started
         return {
@@ -294,7 +294,8 @@ class LiveFleet:
             "refused": c.refused, "downloads": c.downloads, "crashes": c.crashes,
             "crashed": sum(1 for d in self.devices if d.crashes), "silent": sum(1 for d in self.devices if d.silent),
             "healthy": events["healthy"], "auto_reverted": events["auto_reverted"],
-            "rolled_back": events["rolled_back"], "probe_failed": events["probe_failed"],
+            "rolled_back": events["rolled_back"], "recalled": events["recalled"],
+            "probe_failed": events["probe_failed"],
             "in_flight": sum(1 for d in self.devices if d.updating()),
             "outbox": sum(len(d.state.outbox) for d in self.devices),
             "events": dict(sorted(events.items())), "versions": self.versions(), "elapsed_s": round(elapsed, 1),
@@ -443,7 +444,7 @@ class LiveFleet:
                 answer = await self._exchange(d)
                 if answer is not None and recalled(answer, ct, version):
                     d.revert(ct, version, c.lkg, "the server rolled the release back during the trial",
-                             EventKind.ROLLED_BACK)
+                             EventKind.RECALLED)
                     return
                 next_beat = now + cfg.heartbeat_s
             if now >= ends:  # judged by the time before the heartbeat: a slow answer never stretches a trial

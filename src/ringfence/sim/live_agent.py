@@ -184,7 +184,7 @@ class SimulatedDevice:
 
     def honour_revocations(self, revoked: dict[str, Any], *, at_start: bool = False) -> None:
         for r in revocations(self.state, revoked, at_start=at_start):
-            self.revert(r.content_type, r.version, r.back, r.reason, EventKind.ROLLED_BACK)
+            self.revert(r.content_type, r.version, r.back, r.reason, EventKind.RECALLED)
 
     # -- the update lifecycle ----------------------------------------------------------------------
     def follow_rollback(self, desired: Desired) -> None:
@@ -195,7 +195,7 @@ class SimulatedDevice:
         if leaving is None or c.active is None or c.active.version != leaving:
             return
         self.revert(desired.content_type, leaving, c.way_back(leaving, {leaving}),
-                    "the server rolled the release back", EventKind.ROLLED_BACK)
+                    "the server rolled the release back", EventKind.RECALLED)
 
     def begin(self, desired: Desired) -> Update | None:
         """The update towards ``desired`` (a new one, or the one already under way); None while

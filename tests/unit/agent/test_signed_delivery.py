@@ -295,7 +295,7 @@ def test_a_rollback_of_a_committed_version_waits_for_the_signed_revocation(devic
     agent.exchange()
 
     assert device.on("1")
-    assert plane.kinds("2")[-1] == "rolled_back"
+    assert plane.kinds("2")[-1] == "recalled"
     assert "2" in agent.state.of(CT).blocked
 
 
@@ -314,7 +314,7 @@ def test_a_version_in_trial_is_left_on_the_servers_unsigned_word(device: Device,
     agent.exchange()
 
     assert device.on("1")
-    assert plane.kinds("2") == ["intent", "activated", "rolled_back"]
+    assert plane.kinds("2") == ["intent", "activated", "recalled"]
     assert plane.failures() == []
 
 

@@ -144,11 +144,11 @@ def test_a_rollback_returns_to_the_lkg_and_the_version_is_never_retried(device: 
     installed(device, "2")
     device.state.outbox.clear()
     device.follow_rollback(desired("1", rollback_from="2"))
-    assert kinds(device) == ["rolled_back"]
+    assert kinds(device) == ["recalled"]  # ordered by the server: a revert, not a failure here
     assert device.running() == {CT: "1"}
     assert "2" in device.state.content[CT].blocked
     device.follow_rollback(desired("1", rollback_from="2"))  # the answer repeats: nothing more to do
-    assert kinds(device) == ["rolled_back"]
+    assert kinds(device) == ["recalled"]
 
 
 def test_a_revocation_found_at_start_reverts_before_loading(device: SimulatedDevice) -> None:
@@ -157,7 +157,7 @@ def test_a_revocation_found_at_start_reverts_before_loading(device: SimulatedDev
     device.state.outbox.clear()
     device.honour_revocations({CT: {"version": "2", "reason": "crashes on windows"}}, at_start=True)
     assert device.running() == {CT: "1"}
-    assert device.state.outbox[0]["kind"] == "rolled_back"
+    assert device.state.outbox[0]["kind"] == "recalled"
     assert device.state.outbox[0]["details"]["reason"].endswith("(found before loading it)")
 
 
