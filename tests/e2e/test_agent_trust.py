@@ -133,8 +133,10 @@ def test_an_artifact_swapped_behind_the_signature_is_refused(server: ServerProce
     release_and_settle(agent, publisher, content_type, "1", b"ok 1\n")
     device_id = agent.journal()["device_id"]
 
-    # Given version 2 pushed (and signed), then swapped in the database and the blob store
+    # Given version 2 pushed (and signed) and released, then swapped in the database and the blob store
     publisher.push(content_type, "2", b"ok 2\n")
+    release: str = publisher._ok(publisher.http.post("/v1/releases", json={
+        "content_type": content_type, "version": "2", "plan": TOLERANT_PLAN}))["release"]
     swapped = b"ok 2, or so the database says\n"
     digest = hashlib.sha256(swapped).hexdigest()
     blob = server.data_dir / "blobs" / "sha256" / digest[:2] / digest
@@ -149,9 +151,12 @@ def test_an_artifact_swapped_behind_the_signature_is_refused(server: ServerProce
         conn.close()
     assert changed == 1
 
-    # When version 2 is released
-    release: str = publisher._ok(publisher.http.post("/v1/releases", json={
-        "content_type": content_type, "version": "2", "plan": TOLERANT_PLAN}))["release"]
+    # (A release created from the swapped row now is refused: the server checks it against its signature)
+    again = publisher.http.post("/v1/releases", json={"content_type": content_type, "version": "2",
+                                                      "plan": TOLERANT_PLAN})
+    assert again.status_code == 409 and "is not what was signed when it was pushed" in again.text
+
+    # When the release made before the swap is started
     publisher.action(release, "start")
 
     # Then the agent refuses it three times, as it would a corrupt download, and gives it up

@@ -60,7 +60,7 @@ def test_a_release_starts_only_with_approvals_from_people_other_than_its_author(
     # When alice approves her own release, Then she is refused
     alice_approves = person(governed, "approver", "alice")
     own = alice_approves.post(f"/v1/releases/{rid}/approve", json={"reason": "lgtm"})
-    assert own.status_code == 403 and error_of(own)["message"].startswith("alice created release")
+    assert own.status_code == 403 and error_of(own)["message"].startswith("alice wrote release")
     # When bob approves, Then it starts, and the start names who approved
     bob = person(governed, "approver", "bob")
     approved = bob.post(f"/v1/releases/{rid}/approve", json={"reason": "reviewed the diff"})
@@ -93,6 +93,12 @@ def test_software_needs_two_people_and_a_changed_plan_makes_approvals_stale(gove
                                             "before it changed")
     bad_plan = alice.request("PUT", f"/v1/releases/{rid}/plan", json={"plan": "name: x\nwaves: []\n"})
     assert bad_plan.status_code == 400
+    # Whoever wrote part of the release may not approve it: dave changes the plan, then tries
+    dave = person(governed, "admin", "dave")
+    assert dave.request("PUT", f"/v1/releases/{rid}/plan", json={"plan": PLAN}).status_code == 200
+    own = dave.post(f"/v1/releases/{rid}/approve", json={"reason": "my own plan"})
+    assert own.status_code == 403 and error_of(own)["message"].startswith("dave wrote release")
+    assert dave.post(f"/v1/releases/{rid}/approve", json={"emergency": True, "reason": "x"}).status_code == 403
 
 
 def test_a_freeze_blocks_starts_except_by_the_emergency_path(governed: Api) -> None:

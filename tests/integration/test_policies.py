@@ -184,28 +184,28 @@ def test_a_pinned_group_runs_its_version_until_a_revocation_wins(api: Api) -> No
 
     missing = put(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="2.0")
     assert missing.status_code == 400 and error_of(missing)["details"]["field"] == "version"
+    push(api, "2.0")
+    unreleased = put(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="2.0")
+    assert unreleased.status_code == 400 and error_of(unreleased)["details"]["field"] == "version"
+    assert "passed the start gate" in error_of(unreleased)["message"], "a pin skips no gate"
     wrong_type = put(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="1.0",
                      content_type=SW)
     assert wrong_type.status_code == 400 and error_of(wrong_type)["details"]["field"] == "content_type"
-    push(api, "2.0")
-    pinned = set_policy(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="2.0")
-    assert pinned["content_type"] == CT, "the one content type of the category that has 2.0"
-    answer = checkin(lab, {CT: "1.0"})["desired"][CT]
-    assert (answer["version"], answer["release"]) == ("2.0", None), "pinned before any release of it"
-    checkin(lab, {CT: "2.0"})
+    pinned = set_policy(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="1.0")
+    assert pinned["content_type"] == CT, "the one content type of the category that has 1.0"
 
     second = api.http.post("/v1/releases", json={"content_type": CT, "version": "2.0",
                                                  "plan": ALL.format(soak="1h")}).json()["release"]
-    third = start(api, "3.0", ALL.format(soak="1h"))
-    assert second != third
-    assert [told(d, versions={CT: "1.0"}) for d in rest] == ["3.0", "3.0"]
-    assert told(lab, versions={CT: "2.0"}) == "2.0", "runs its pin and nothing else"
-    assert status(api, third)["held_by_policy"]["pin"] == 1
-    roll_back(api, third)
-
-    # 2.0 is revoked (its release started and was rolled back): the revocation wins over the pin.
     assert api.http.post(f"/v1/rollouts/{second}/start").status_code == 200
-    assert told(lab, versions={CT: "2.0"}) == "2.0"
+    assert [told(d, versions={CT: "1.0"}) for d in rest] == ["2.0", "2.0"]
+    assert told(lab, versions={CT: "1.0"}) == "1.0", "runs its pin and nothing else"
+    assert status(api, second)["held_by_policy"]["pin"] == 1
+
+    # Pinned to the version that is rolling out, then 2.0 is rolled back: the revocation wins over the pin.
+    set_policy(api, tenant="acme", group="lab", category="rapid-response", channel="pin", version="2.0")
+    answer = checkin(lab, {CT: "1.0"})["desired"][CT]
+    assert answer["version"] == "2.0"
+    checkin(lab, {CT: "2.0"})
     roll_back(api, second)
     answer = checkin(lab, {CT: "2.0"})
     assert answer["desired"][CT]["version"] == "1.0", "the baseline"
@@ -281,7 +281,8 @@ def test_software_moves_only_inside_its_window_and_status_counts_every_hold(api:
     set_policy(api, tenant="acme", category="software", channel="ga",
                windows=[{"days": ["sat", "sun"], "start": "02:00", "end": "06:00"}])
     set_policy(api, tenant="globex", category="software", channel="pause")
-    push(api, "7.0", SW)
+    seven = start(api, "7.0", ALL.format(soak="1m"), SW)  # a pin names a version that passed the start gate
+    complete(api, seven, 60)
     set_policy(api, tenant="hooli", category="software", channel="pin", version="7.0", content_type=SW)
     set_policy(api, tenant="initech", category="software", channel="ga", delay_hours=72)
 

@@ -27,6 +27,7 @@ from ringfence.server.schemas import ContentTypeIn, DefinitionIn, EnrollTokenIn,
 from ringfence.store import access, alerts, releases, validations
 from ringfence.store.schema import ContentTypeRow, TeamRow
 from ringfence.store.telemetry import rollout_status
+from ringfence.trust import PublishError
 from ringfence.validation import ContentTypeDefinition, ValidationResult, validate
 
 router = APIRouter(prefix="/v1")
@@ -127,10 +128,14 @@ async def push_artifact(
         with rt.db.session() as s:
             row = releases.create_artifact(s, content_type=content_type, version=version, sha256=blob.sha256,
                                            size=blob.size, actor=who.name, now=rt.clock.now())
-            rt.sign_artifact(content_type, version, blob.sha256, blob.size, row.id)  # before the commit
             auth.audit(s, request, who, "artifact.push", target=f"{content_type} {version}",
                        details={"sha256": blob.sha256, "size": blob.size, "signed": rt.trust is not None})
-            return releases.artifact_dict(row)
+            pushed = releases.artifact_dict(row)
+            seq = row.id
+        # Signed once committed (a failed commit leaves no signature behind); if signing fails
+        # here, creating a release of it or the next start signs it.
+        rt.sign_artifact(content_type, version, blob.sha256, blob.size, seq)
+        return pushed
 
     return await asyncio.to_thread(_record)
 
@@ -164,6 +169,15 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
     def _create() -> dict[str, Any]:
         with rt.db.session() as s:  # short: nothing is held while the validators run
             owned_content_type(s, who, body.content_type)
+            artifact = releases.find_artifact(s, body.content_type, body.version)
+            if artifact is not None:  # signed at its push; again (a no-op) in case that failed
+                try:
+                    rt.sign_artifact(artifact.content_type, artifact.version, artifact.sha256, artifact.size,
+                                     artifact.id)
+                except PublishError as exc:
+                    raise Conflict(f"artifact {body.content_type} {body.version} is not what was signed when it was "
+                                   f"pushed ({exc.message}): the database or the blob store was changed; refusing "
+                                   "to release it", content_type=body.content_type, version=body.version) from None
             judged = _validation_inputs(s, body.content_type, body.version, body.plan, body.plan_origin)
         results = _judge(*judged, rt.blobs) if judged is not None else ()
         now = rt.clock.now()
@@ -205,6 +219,7 @@ async def revalidate_release(release_id: str, request: Request) -> dict[str, Any
         with rt.db.session() as s:
             row = releases.get_release(s, release_id)
             _not_started(row.phase, release_id)  # it may have started while the validators ran
+            releases.bump_unstarted(s, row)  # and a start racing this commit must fail, not start
             validations.replace(s, release_id, results, now)
             alerts.on_validation(s, row, results, now)
             releases.note(s, release_id, "validate", actor=who.name, now=now,

@@ -159,4 +159,4 @@ def audit(s: Session, request: Request, who: Actor, action: str, *, target: str 
     (the entry commits with the change, or neither does). Call it as the transaction's last write."""
     rt = runtime(request)
     audit_log.append(s, actor=who.name, role=who.role, source=source(request), action=action, target=target,
-                     reason=reason, details=details, now=rt.clock.now())
+                     reason=reason, details={**(details or {}), "token_id": who.token_id}, now=rt.clock.now())

@@ -51,7 +51,7 @@ def start_gate(s: Session, rt: Runtime, who: Actor, release_id: str, reason: str
     now = rt.clock.now()
     checks = validations.start_problems(s, release_id, row.content_type)
     frozen = [change.freeze_problem(f) for f in change.active_freezes(s, content_type.team, now)]
-    standing = change.standing(s, row, required_approvals(rt, content_type))
+    standing = change.standing(s, row, row.approvals_required)  # fixed when the release was created
     unapproved = standing.problems()
     if not emergency:
         if checks or frozen or unapproved:
@@ -67,7 +67,8 @@ def start_gate(s: Session, rt: Runtime, who: Actor, release_id: str, reason: str
     approval = standing.emergency_by(who.name)
     if approval is None:
         raise Forbidden(f"an emergency start of release {release_id} needs an emergency approval by somebody "
-                        f"other than its author ({row.created_by}) and the person starting it ({who.name}): "
+                        f"other than its authors ({', '.join(sorted(change.authors(s, row)))}) and the person "
+                        f"starting it ({who.name}): "
                         f"ringfence release approve {release_id} --emergency --reason TEXT",
                         release=release_id)
     parts = ([f"emergency override of failed validation: {'; '.join(checks)}"] if checks else []) + \

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ringfence.core.clock import utc
@@ -108,7 +109,10 @@ def create_team(s: Session, name: str, *, actor: str, now: datetime) -> TeamRow:
         raise Conflict(f"team {name!r} already exists", name=name)
     row = TeamRow(name=name, created_at=now, created_by=actor)
     s.add(row)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:
+        raise Conflict(f"team {name!r} was created concurrently", name=name) from None
     return row
 
 

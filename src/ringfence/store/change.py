@@ -29,7 +29,15 @@ from ringfence.core.clock import utc
 from ringfence.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ringfence.core.models import Category
 from ringfence.core.rollout import Phase
-from ringfence.store.schema import ApprovalRow, ArtifactRow, FreezeRow, ReleaseRow, TeamRow, ValidationRow
+from ringfence.store.schema import (
+    ApprovalRow,
+    ArtifactRow,
+    FreezeRow,
+    HistoryRow,
+    ReleaseRow,
+    TeamRow,
+    ValidationRow,
+)
 
 #: Approvals a release of each category needs before it starts (people other than its author).
 DEFAULT_APPROVALS: Mapping[Category, int] = {
@@ -60,9 +68,9 @@ def approve(s: Session, release: ReleaseRow, *, approver: str, reason: str, emer
     if release.phase not in _OPEN:
         raise Conflict(f"release {release.id} has started (phase {release.phase}); approvals are for releases "
                        "that have not", release=release.id, phase=release.phase)
-    if approver == release.created_by:
-        raise SelfApproval(f"{approver} created release {release.id} and may not approve it; another person must",
-                           release=release.id, approver=approver)
+    if approver in authors(s, release):
+        raise SelfApproval(f"{approver} wrote release {release.id} (created it, pushed its artifact or changed its "
+                           "plan) and may not approve it; another person must", release=release.id, approver=approver)
     if emergency and not reason.strip():
         raise InvalidInput("an emergency approval needs a reason", field="reason", value=reason)
     current = fingerprint(s, release)
@@ -75,6 +83,15 @@ def approve(s: Session, release: ReleaseRow, *, approver: str, reason: str, emer
     s.add(row)
     s.flush()
     return row
+
+
+def authors(s: Session, release: ReleaseRow) -> set[str]:
+    """Who wrote what an approval approves: the release's creator, its artifact's pusher and
+    everyone who changed its plan. None of them may approve it."""
+    artifact = s.get(ArtifactRow, release.artifact_id)
+    planners = s.scalars(select(HistoryRow.actor).where(HistoryRow.release_id == release.id,
+                                                        HistoryRow.intent == "plan"))
+    return {release.created_by, *([artifact.created_by] if artifact is not None else []), *planners}
 
 
 def approvals(s: Session, release_id: str) -> list[ApprovalRow]:

@@ -128,6 +128,13 @@ def _check_pin(s: Session, policy: ChannelPolicy) -> None:
     if found is None:
         raise InvalidInput(f"no artifact {policy.content_type} {policy.version} to pin; push it first",
                            field="version", value=policy.version)
+    released = s.scalar(select(ReleaseRow.id).where(
+        ReleaseRow.content_type == policy.content_type, ReleaseRow.version == policy.version,
+        ReleaseRow.phase.in_([Phase.ROLLING.value, Phase.PAUSED.value, Phase.COMPLETED.value])).limit(1))
+    if released is None:
+        raise InvalidInput(f"{policy.content_type} {policy.version} has no release that passed the start gate and "
+                           "is rolling or completed; a pin delivers only what validation and approvals let through",
+                           field="version", value=policy.version)
 
 
 def clear_policy(s: Session, *, tenant: str, group: str | None, category: str, actor: str,

@@ -268,12 +268,27 @@ def change_plan(s: Session, release_id: str, plan_source: str, *, plan_origin: s
                        release=release_id, phase=row.phase)
     plan = parse_plan(plan_source, plan_origin, _category(s, row.content_type))
     old = row.plan_name
-    row.plan_source, row.plan_name, row.revision = plan_source, plan.name, row.revision + 1
-    s.flush()
+    bump_unstarted(s, row)
+    s.execute(update(ReleaseRow).where(ReleaseRow.id == release_id)
+              .values(plan_source=plan_source, plan_name=plan.name).execution_options(synchronize_session=False))
+    s.expire(row)
     note(s, release_id, "plan", actor=actor, now=now,
          reason=f"plan changed from {old!r} to {plan.name!r} ({len(plan.waves)} waves); earlier approvals "
                 "no longer count")
     return row
+
+
+def bump_unstarted(s: Session, row: ReleaseRow) -> None:
+    """Claim a release that has not started for a change of what it is (plan, validation): its
+    revision moves on only if nobody moved it since it was read and it is still unstarted, so a
+    start racing the change fails its own revision check instead of starting what nobody approved."""
+    result = s.execute(
+        update(ReleaseRow)
+        .where(ReleaseRow.id == row.id, ReleaseRow.revision == row.revision,
+               ReleaseRow.phase.in_([Phase.DRAFT.value, Phase.READY.value]))
+        .values(revision=row.revision + 1).execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"release {row.id} changed or started meanwhile; look again and retry", release=row.id)
 
 
 def note(s: Session, release_id: str, what: str, *, actor: str, now: datetime, reason: str,

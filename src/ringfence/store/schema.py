@@ -253,7 +253,8 @@ class ApprovalRow(Base):
 
 class FreezeRow(Base):
     """A freeze window: no rollout of the team's content types (all, when ``team`` is None)
-    starts or resumes inside it, except through the emergency path."""
+    starts inside it, except through the emergency path. A paused or halted rollout may still be
+    resumed, rolled back or halted: a freeze stops new changes, not their repair."""
 
     __tablename__ = "freeze_windows"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
