@@ -27,6 +27,8 @@ def completed_baseline(api: Api, devices: list[Caller]) -> str:
         target = checkin(d)["desired"][CT]
         assert target["version"] == "1.0"
         assert "activation" not in target  # the default policy costs no bytes
+        # Promotion needs evidence: every device announces, runs and confirms the version.
+        checkin(d, {CT: "1.0"}, [event("intent", "1.0"), event("activated", "1.0"), event("healthy", "1.0")])
     api.clock.advance(61)
     wait_for(lambda: status(api, good)["phase"] == "completed")
     return good

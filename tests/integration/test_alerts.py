@@ -188,7 +188,7 @@ def test_a_halt_by_the_judges_is_delivered_signed_with_its_reason(api: Api, rece
 def test_slack_format_and_every_rollout_event_by_default(api: Api, receiver: Receiver) -> None:
     hook, _ = subscribe(api, receiver.url, format="slack")
     assert api.http.get("/v1/webhooks").json()["webhooks"][0]["events"] == [
-        "halt", "rollback", "complete", "validation_failed", "approval_needed"]
+        "halt", "rollback", "complete", "validation_failed", "approval_needed", "judge_error", "pause"]
     rid = release(api, "1.0", CANARY)
     api.http.post(f"/v1/rollouts/{rid}/start")
     api.http.post(f"/v1/rollouts/{rid}/halt", json={"reason": "crash reports from canary"})
@@ -208,12 +208,28 @@ def test_slack_format_and_every_rollout_event_by_default(api: Api, receiver: Rec
     wait_for(lambda: status(api, rid)["phase"] == "rolled_back")  # nobody was exposed
     done = release(api, "1.1", ONE_WAVE)
     assert api.http.post(f"/v1/rollouts/{done}/start").status_code == 200
+    _confirm(api, "1.1")  # a completion needs a device that confirmed health
     api.clock.advance(61)
     wait_for(lambda: status(api, done)["phase"] == "completed")
     wait_for(lambda: len(receiver.requests) == 3)
     assert receiver.requests[-1].json()["text"].startswith(f"Ringfence completed the rollout of {CT} 1.1")
     assert {d["event"]: d["status"] for d in deliveries(api, hook)} == {
         "halt": "delivered", "rollback": "delivered", "complete": "delivered"}
+
+
+def _confirm(api: Api, version: str) -> None:
+    """One device is told ``version``, announces it and confirms health."""
+    token = api.http.post("/v1/enroll-tokens", json={"tenant": "acme"}).json()["token"]
+    device = api.device(token, platform="linux", region="eu-west")
+
+    def told() -> bool:
+        answer = device.post("/v1/agent/checkin", json={"versions": {}}).json()
+        return bool(answer["desired"].get(CT, {}).get("version") == version)
+
+    wait_for(told)
+    r = device.post("/v1/agent/checkin", json={"versions": {CT: version},
+                                                "events": [event("intent", version), event("healthy", version)]})
+    assert r.status_code == 200, r.text
 
 
 @pytest.fixture

@@ -261,6 +261,13 @@ def test_rollout_admits_within_caps_advances_after_soak_and_completes(setup: tup
     for d in devices:
         d.post("/v1/agent/checkin", json={"versions": {CT: "1.0"}, "events": [event("intent", "1.0")]})
     api.clock.advance(601)
+    # Soaked, but the six new trials are undecided: the wave waits for evidence, and says so.
+    held = wait_for(lambda: (s := status(api, rid))["waiting"] and s)
+    assert held["phase"] == "rolling" and held["wave"] == 1
+    assert any("trials undecided" in line for line in held["waiting"]), held["waiting"]
+    assert sum(p["undecided"] for p in held["progress"].values()) == 6
+    for d in devices:
+        d.post("/v1/agent/checkin", json={"versions": {CT: "1.0"}, "events": [event("healthy", "1.0")]})
     final = wait_for(lambda: (s := status(api, rid))["phase"] == "completed" and s)
     assert final["totals"]["exposed"] == 8
     assert [w["state"] for w in final["waves"]] == ["done", "done"]
@@ -281,6 +288,8 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
     api.http.post(f"/v1/rollouts/{good}/start")
     for d in devices:
         assert _desired(d)["version"] == "1.0"  # type: ignore[index]
+        d.post("/v1/agent/checkin", json={"versions": {CT: "1.0"},
+                                           "events": [event("intent", "1.0"), event("healthy", "1.0")]})
     api.clock.advance(61)
     wait_for(lambda: status(api, good)["phase"] == "completed")
     baseline = {CT: "1.0"}

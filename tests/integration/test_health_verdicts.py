@@ -132,4 +132,4 @@ def test_a_plan_without_health_settings_gets_its_categorys_defaults(setup: tuple
     rid = release(api, "294", "name: plain\nwaves:" + plain)
     assert status(api, rid)["health"] == {"alpha": 0.01, "hazard_ratio_limit": None, "trial_timeout_s": 600.0,
                                           "placebo_after_s": 300.0, "silence_after_s": 57600.0,
-                                          "baseline_rate": None}  # rapid-response content
+                                          "baseline_rate": None, "error_pause_after_s": 900.0}  # rapid-response content

@@ -282,6 +282,8 @@ def test_software_moves_only_inside_its_window_and_status_counts_every_hold(api:
                windows=[{"days": ["sat", "sun"], "start": "02:00", "end": "06:00"}])
     set_policy(api, tenant="globex", category="software", channel="pause")
     seven = start(api, "7.0", ALL.format(soak="1m"), SW)  # a pin names a version that passed the start gate
+    assert told(free, SW) == "7.0"
+    run(free, "7.0", SW)  # a completion needs confirmed health
     complete(api, seven, 60)
     set_policy(api, tenant="hooli", category="software", channel="pin", version="7.0", content_type=SW)
     set_policy(api, tenant="initech", category="software", channel="ga", delay_hours=72)

@@ -86,7 +86,9 @@ def test_rolling_admits_within_the_cap() -> None:
     by_wave: Counter[int] = Counter()
     admitted: dict[str, int] = {}
     for device_id in FLEET:
-        decision = decide(v, device_id, ATTRS, admitted.get(device_id), Admissions(by_stratum, by_wave))
+        # the stratum's canary confirmed health: only the caps hold admissions back here
+        decision = decide(v, device_id, ATTRS, admitted.get(device_id),
+                          Admissions(by_stratum, by_wave, healthy={STRATUM: 5}))
         if decision.admit_wave is not None:
             assert decision.target == NEW
             admitted[device_id] = decision.admit_wave
@@ -100,10 +102,10 @@ def test_rolling_admits_within_the_cap() -> None:
     waiting = [d for d in FLEET if d not in admitted and 0.05 <= position(d) < 0.5]
     assert waiting
     for device_id in waiting:
-        assert decide(v, device_id, ATTRS, None, Admissions(by_stratum, by_wave)) == Decision(BASELINE)
+        assert decide(v, device_id, ATTRS, None, Admissions(by_stratum, by_wave, healthy={STRATUM: 5})) == Decision(BASELINE)
     # The next wave takes them.
     for device_id in waiting:
-        assert decide(view(wave=2), device_id, ATTRS, None, Admissions(by_stratum, by_wave)) == Decision(
+        assert decide(view(wave=2), device_id, ATTRS, None, Admissions(by_stratum, by_wave, healthy={STRATUM: 5})) == Decision(
             NEW, admit_wave=2
         )
 

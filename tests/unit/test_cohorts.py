@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringfence.core.cohorts import Admissions, WaveCohort, _allot, _fraction, admit, bucket, cohort_table
+from ringfence.core.cohorts import Admissions, WaveCohort, _allot, _fraction, admit, bucket, canary_limit, cohort_table
 from ringfence.core.models import DeviceAttributes, stratum_key
 from ringfence.core.plan import Cap, Gates, Plan, Selector, Wave, parse_plan
 
@@ -433,6 +433,7 @@ def test_a_late_joiner_skips_a_full_wave_for_the_next_with_room(
     full = Admissions(
         by_stratum={(home, key): cohort.cap(key) or 0},
         by_wave={home: cohort.total_cap if cohort.total_cap is not None else 0},
+        healthy={key: 1_000_000},  # canaried: only the caps decide here
     )
     landed = admit(plan, table, attrs, position, current, full)
     later = [i for i in range(home + 1, current + 1)
@@ -461,10 +462,51 @@ def test_a_full_canary_sends_the_joiner_to_the_next_wave() -> None:
     table = cohort_table(plan, population)
     attrs = DeviceAttributes(platform="windows", region="eu-west")
     assert admit(plan, table, attrs, 0.001, 1, NO_ADMISSIONS) == 0
-    full = Admissions(by_stratum={(0, "windows/eu-west"): 1}, by_wave={0: 1})
+    full = Admissions(by_stratum={(0, "windows/eu-west"): 1}, by_wave={0: 1}, healthy={"windows/eu-west": 1})
     assert admit(plan, table, attrs, 0.001, 1, full) == 1
     assert admit(plan, table, attrs, 0.001, 0, full) is None
     assert admit(plan, table, attrs, 0.7, 1, full) is None
+    # Until the canary's device confirmed health, nobody else of its stratum is exposed.
+    unproven = Admissions(by_stratum={(0, "windows/eu-west"): 1}, by_wave={0: 1})
+    assert admit(plan, table, attrs, 0.001, 1, unproven) is None
+
+
+# -- canary before crowd, in-flight window ------------------------------------------------------
+
+def test_a_stratum_new_in_a_later_wave_is_capped_to_its_canary_size() -> None:
+    """A region offline during the canary (or added since) appears in wave 2: it gets its
+    canary's allotment and no more until one of those confirms health."""
+    plan = plan_of(wave("canary", per_stratum=3), wave("tenth", share=0.1), wave("everyone", share=1.0))
+    population = grid(200, platforms=("windows",), regions=("eu-west", "ap-south"))
+    table = cohort_table(plan, population)
+    assert canary_limit(table, "windows/ap-south") == (0, 3)
+    attrs = DeviceAttributes(platform="windows", region="ap-south")
+    by_stratum: Counter[tuple[int, str]] = Counter()
+    by_wave: Counter[int] = Counter()
+    healthy: Counter[str] = Counter({"windows/eu-west": 3})  # the other region was canaried
+    admitted = []
+    for i in range(200):
+        index = admit(plan, table, attrs, bucket("r", f"late-{i}"), 2,
+                      Admissions(by_stratum, by_wave, healthy=healthy))
+        if index is not None:
+            admitted.append(index)
+            by_stratum[(index, "windows/ap-south")] += 1
+            by_wave[index] += 1
+    assert len(admitted) == 3  # the canary's size, although wave 2 asks for everyone
+    healthy["windows/ap-south"] = 3
+    more = admit(plan, table, attrs, bucket("r", "late-x"), 2, Admissions(by_stratum, by_wave, healthy=healthy))
+    assert more is not None  # canaried now: the crowd may follow
+
+
+def test_the_in_flight_window_holds_admissions_until_trials_are_decided() -> None:
+    plan = parse_plan("name: p\nwaves:\n  - {name: all, share: 1.0, soak: 1m, gates: {max_in_trial: 2}}\n")
+    attrs = DeviceAttributes(platform="linux", region="eu-west")
+    table = cohort_table(plan, {attrs: 10})
+    key = stratum_key(attrs, plan.strata)
+    busy = Admissions(by_stratum={(0, key): 2}, by_wave={0: 2}, in_trial={key: 2})
+    assert admit(plan, table, attrs, 0.5, 0, busy) is None
+    one_done = Admissions(by_stratum={(0, key): 2}, by_wave={0: 2}, in_trial={key: 1})
+    assert admit(plan, table, attrs, 0.5, 0, one_done) == 0
 
 
 @pytest.mark.parametrize("current", [0, 1])
@@ -486,7 +528,8 @@ def test_a_capped_wave_after_a_wider_share_still_adds_devices() -> None:
     by_stratum: Counter[tuple[int, str]] = Counter()
     by_wave: Counter[int] = Counter()
     for device_id in fleet:
-        index = admit(plan, table, attrs, bucket("r", device_id), 1, Admissions(by_stratum, by_wave))
+        index = admit(plan, table, attrs, bucket("r", device_id), 1,
+                      Admissions(by_stratum, by_wave, healthy={"windows/eu-west": 1}))
         if index is not None:
             by_stratum[(index, "windows/eu-west")] += 1
             by_wave[index] += 1

@@ -6,6 +6,7 @@ from a :class:`ManualClock`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from ringfence.analysis.verdicts import Verdict, VerdictPhase
 from ringfence.core.clock import ManualClock
 from ringfence.core.plan import Plan, parse_plan
 from ringfence.core.rollout import Intent, Phase, RolloutState, TransitionContext, transition
-from ringfence.engine.reconciler import Action, EngineLimits, Observations, step
+from ringfence.engine.reconciler import Action, EngineLimits, Observations, StratumProgress, error_since, step, waiting
 
 PLAN = parse_plan(
     """
@@ -48,6 +49,11 @@ def rolling(clock: ManualClock, plan: Plan = PLAN, wave: int = 0) -> RolloutStat
     for _ in range(wave):
         state = apply(state, Intent.ADVANCE, clock)
     return state
+
+
+def confirmed(n: int, stratum: str = "windows/eu-west") -> dict[str, StratumProgress]:
+    """``n`` exposed devices of one stratum, every trial ended healthy."""
+    return {stratum: StratumProgress(exposed=n, healthy=n, undecided=0)}
 
 
 def only(actions: list[Action]) -> Action:
@@ -134,7 +140,8 @@ def test_a_zero_budget_halts_on_the_first_failure(clock: ManualClock) -> None:
 def test_no_budget_never_halts(clock: ManualClock) -> None:
     state = rolling(clock, wave=2)  # "everyone" has no failure budget
     clock.advance(timedelta(hours=2))
-    action = only(step(state, PLAN, Observations(failed_devices=10_000, exposed_devices=10_000), clock.now()))
+    obs = Observations(failed_devices=10_000, exposed_devices=10_000, wave_exposed=10, progress=confirmed(10))
+    action = only(step(state, PLAN, obs, clock.now()))
     assert action.intent is Intent.COMPLETE
 
 
@@ -150,7 +157,7 @@ def test_halt_comes_before_promotion(clock: ManualClock) -> None:
 
 def test_no_advance_before_the_soak(clock: ManualClock) -> None:
     state = rolling(clock)
-    obs = Observations(exposed_devices=20, wave_exposed=20)
+    obs = Observations(exposed_devices=20, wave_exposed=20, progress=confirmed(20))
     assert step(state, PLAN, obs, clock.now()) == []
     clock.advance(timedelta(minutes=30) - timedelta(seconds=1))
     assert step(state, PLAN, obs, clock.now()) == []
@@ -162,22 +169,24 @@ def test_no_advance_before_min_devices_even_after_soak(clock: ManualClock) -> No
     state = rolling(clock)
     clock.advance(timedelta(hours=6))
     # Many devices exposed by the rollout, but too few of them in this wave.
-    assert step(state, PLAN, Observations(exposed_devices=500, wave_exposed=9), clock.now()) == []
-    assert only(step(state, PLAN, Observations(exposed_devices=500, wave_exposed=10), clock.now())).intent is (
-        Intent.ADVANCE
-    )
+    assert step(state, PLAN, Observations(exposed_devices=500, wave_exposed=9, progress=confirmed(500)),
+                clock.now()) == []
+    obs = Observations(exposed_devices=500, wave_exposed=10, progress=confirmed(500))
+    assert only(step(state, PLAN, obs, clock.now())).intent is Intent.ADVANCE
 
 
 def test_advance_after_soak_names_the_numbers_and_the_next_wave(clock: ManualClock) -> None:
     state = rolling(clock)
     clock.advance(timedelta(minutes=45))
-    obs = Observations(failed_devices=1, exposed_devices=18, wave_exposed=15)
+    obs = Observations(failed_devices=1, exposed_devices=18, wave_exposed=15,
+                       progress={"windows/eu-west": StratumProgress(exposed=18, healthy=17, undecided=0)})
     action = only(step(state, PLAN, obs, clock.now()))
     assert action.intent is Intent.ADVANCE
-    assert action.reason == "soak 30m passed in wave 'canary'; 1 failed of 18 exposed, budget 1; advancing to 'tenth'"
+    assert action.reason == ("soak 30m passed in wave 'canary'; 17 confirmed healthy, 1 failed of 18 exposed, "
+                             "budget 1; advancing to 'tenth'")
     assert action.details == {
         "wave": 0, "wave_name": "canary", "failed_devices": 1, "exposed_devices": 18, "wave_exposed": 15,
-        "failure_budget": 1,
+        "failure_budget": 1, "progress": {"windows/eu-west": {"exposed": 18, "healthy": 17, "undecided": 0}},
     }
     advanced = apply(state, action.intent, clock, action.reason)
     assert advanced.wave == 1
@@ -190,16 +199,19 @@ def test_advance_after_soak_names_the_numbers_and_the_next_wave(clock: ManualClo
 def test_complete_on_the_last_wave(clock: ManualClock) -> None:
     state = rolling(clock, wave=2)
     clock.advance(timedelta(hours=2))
-    action = only(step(state, PLAN, Observations(failed_devices=3, exposed_devices=900), clock.now()))
+    obs = Observations(failed_devices=3, exposed_devices=900, wave_exposed=700,
+                       progress={"windows/eu-west": StratumProgress(exposed=900, healthy=897, undecided=0)})
+    action = only(step(state, PLAN, obs, clock.now()))
     assert action.intent is Intent.COMPLETE
-    assert action.reason == "soak 2h passed in wave 'everyone'; last wave done; 3 failed of 900 exposed"
+    assert action.reason == ("soak 2h passed in wave 'everyone'; last wave done; 897 confirmed healthy, 3 failed of "
+                             "900 exposed")
     assert apply(state, action.intent, clock, action.reason).phase is Phase.COMPLETED
 
 
 def test_a_rollout_driven_by_the_engine_reaches_completed(clock: ManualClock) -> None:
     """Tick every minute; pass each action through the rules, as the server does."""
     state = RolloutState(Phase.DRAFT, 0, len(PLAN.waves))
-    obs = Observations(exposed_devices=100, wave_exposed=25)
+    obs = Observations(exposed_devices=100, wave_exposed=25, progress=confirmed(100))
     seen: list[tuple[Intent, int]] = []
     started = None
     for _ in range(24 * 60):
@@ -318,7 +330,7 @@ def test_a_failed_verdict_halts_with_its_sentence(clock: ManualClock) -> None:
 def test_without_a_limit_running_verdicts_do_not_hold_promotion(clock: ManualClock) -> None:
     state = rolling(clock)
     clock.advance(timedelta(minutes=31))
-    obs = Observations(exposed_devices=12, wave_exposed=12, verdicts=(_verdict("running"),))
+    obs = Observations(exposed_devices=12, wave_exposed=12, verdicts=(_verdict("running"),), progress=confirmed(12))
     assert only(step(state, PLAN, obs, clock.now())).intent is Intent.ADVANCE
 
 
@@ -326,13 +338,14 @@ def test_with_a_limit_promotion_waits_for_a_passed_bound_in_every_stratum(clock:
     plan = parse_plan(PLAN_TEXT_WITH_LIMIT)
     state = rolling(clock, plan)
     clock.advance(timedelta(minutes=31))
-    waiting = Observations(exposed_devices=12, wave_exposed=12,
-                           verdicts=(_verdict("passed"), _verdict("running", stratum="linux/us-east"),
-                                     _verdict("inconclusive", "silence")))
-    assert step(state, plan, waiting, clock.now()) == []
-    ready = Observations(exposed_devices=12, wave_exposed=12,
+    held = Observations(exposed_devices=12, wave_exposed=12, progress=confirmed(12),
+                        verdicts=(_verdict("passed"), _verdict("running", stratum="linux/us-east"),
+                                  _verdict("passed", "silence")))
+    assert step(state, plan, held, clock.now()) == []
+    assert "hazard-ratio: linux/us-east: hazard-ratio says running" in waiting(state, plan, held, clock.now())
+    ready = Observations(exposed_devices=12, wave_exposed=12, progress=confirmed(12),
                          verdicts=(_verdict("passed"), _verdict("passed", "baseline", "linux/us-east"),
-                                   _verdict("inconclusive", "silence")))
+                                   _verdict("passed", "silence")))
     assert only(step(state, plan, ready, clock.now())).intent is Intent.ADVANCE
 
 
@@ -347,3 +360,108 @@ waves:
     share: 1.0
     soak: 1h
 """
+
+
+# -- evidence, never elapsed time ------------------------------------------------------------------
+CONFIRMED = Observations(exposed_devices=12, wave_exposed=12, progress=confirmed(12))
+
+
+@pytest.mark.parametrize(("phase", "before_soak", "after_soak"), [
+    ("passed", None, Intent.ADVANCE),
+    ("running", None, Intent.ADVANCE),  # no hazard-ratio limit: a running comparison does not hold
+    ("inconclusive", None, None),  # holds, and says what is missing
+    ("error", None, None),  # holds (and pauses after error_pause_after)
+    ("failed", Intent.HALT, Intent.HALT),
+])
+def test_each_verdict_phase_at_and_after_the_soak(clock: ManualClock, phase: str, before_soak: Intent | None,
+                                                  after_soak: Intent | None) -> None:
+    state = rolling(clock)
+    obs = Observations(exposed_devices=12, wave_exposed=12, progress=confirmed(12),
+                       verdicts=(_verdict(phase, "silence"),), error_since=clock.now() if phase == "error" else None)
+    assert [a.intent for a in step(state, PLAN, obs, clock.now())] == ([before_soak] if before_soak else [])
+    clock.advance(timedelta(minutes=30))
+    if phase == "error":  # it began just now: the wave holds, the pause comes later
+        obs = replace(obs, error_since=clock.now())
+    assert [a.intent for a in step(state, PLAN, obs, clock.now())] == ([after_soak] if after_soak else [])
+    if after_soak is None:
+        reasons = waiting(state, PLAN, obs, clock.now())
+        assert reasons == [f"silence {'could not run' if phase == 'error' else 'is inconclusive'}: "
+                           f"windows/eu-west: silence says {phase}"]
+
+
+def test_no_promotion_with_zero_confirmations(clock: ManualClock) -> None:
+    state = rolling(clock)
+    clock.advance(timedelta(days=2))
+    nobody = Observations()
+    assert step(state, PLAN, nobody, clock.now()) == []
+    assert waiting(state, PLAN, nobody, clock.now()) == [
+        "no device has announced intent yet: a rollout that exposed nobody has proven nothing",
+        "0 of 10 devices of the wave exposed (min_devices)"]
+    silent = Observations(exposed_devices=12, wave_exposed=12,
+                          progress={"windows/eu-west": StratumProgress(exposed=12, healthy=0, undecided=12)})
+    assert step(state, PLAN, silent, clock.now()) == []
+    assert waiting(state, PLAN, silent, clock.now()) == [
+        "windows/eu-west: 0 of 1 healthy confirmations; 12 trials undecided (at most 3 of 12 may be)"]
+
+
+def test_every_exposed_stratum_needs_its_own_confirmations(clock: ManualClock) -> None:
+    plan = parse_plan("name: p\nwaves:\n  - {name: all, share: 1.0, soak: 1m, gates: {min_healthy: 3}}\n")
+    state = rolling(clock, plan)
+    clock.advance(timedelta(minutes=5))
+    progress = {"windows/eu-west": StratumProgress(exposed=50, healthy=50, undecided=0),
+                "linux/us-east": StratumProgress(exposed=2, healthy=1, undecided=1)}
+    obs = Observations(exposed_devices=52, wave_exposed=52, progress=progress)
+    assert step(state, plan, obs, clock.now()) == []
+    assert waiting(state, plan, obs, clock.now()) == [
+        "linux/us-east: 1 of 2 healthy confirmations; 1 trials undecided (at most 0 of 2 may be)"]
+    done = {**progress, "linux/us-east": StratumProgress(exposed=2, healthy=2, undecided=0)}
+    assert only(step(state, plan, Observations(exposed_devices=52, wave_exposed=52, progress=done),
+                     clock.now())).intent is Intent.COMPLETE
+
+
+def test_too_many_undecided_trials_hold_the_wave(clock: ManualClock) -> None:
+    plan = parse_plan("name: p\nwaves:\n  - {name: all, share: 1.0, soak: 1m, gates: {max_undecided: 0.1}}\n")
+    state = rolling(clock, plan)
+    clock.advance(timedelta(minutes=5))
+    busy = Observations(exposed_devices=100, wave_exposed=100,
+                        progress={"macos/ap": StratumProgress(exposed=100, healthy=89, undecided=11)})
+    assert step(state, plan, busy, clock.now()) == []
+    settled = Observations(exposed_devices=100, wave_exposed=100,
+                           progress={"macos/ap": StratumProgress(exposed=100, healthy=90, undecided=10)})
+    assert only(step(state, plan, settled, clock.now())).intent is Intent.COMPLETE
+
+
+def test_a_wave_with_nobody_new_to_reach_stands_on_the_earlier_evidence(clock: ManualClock) -> None:
+    state = rolling(clock, wave=1)
+    clock.advance(timedelta(hours=1))
+    earlier = Observations(exposed_devices=12, wave_exposed=0, progress=confirmed(12))
+    assert step(state, PLAN, earlier, clock.now()) == []  # reach unknown: somebody may still come
+    somebody = Observations(exposed_devices=12, wave_exposed=0, progress=confirmed(12), wave_reach=4)
+    assert step(state, PLAN, somebody, clock.now()) == []
+    assert waiting(state, PLAN, somebody, clock.now()) == [
+        "no device of wave 'tenth' has announced intent yet: nothing new is proven"]
+    vacuous = Observations(exposed_devices=12, wave_exposed=0, progress=confirmed(12), wave_reach=0)
+    assert only(step(state, PLAN, vacuous, clock.now())).intent is Intent.ADVANCE
+    # ... but a rollout that exposed nobody at all never passes, reach or not.
+    empty = Observations(wave_reach=0)
+    assert step(state, PLAN, empty, clock.now()) == []
+
+
+def test_a_judge_error_holds_and_then_pauses_for_a_person(clock: ManualClock) -> None:
+    state = rolling(clock)
+    clock.advance(timedelta(minutes=31))
+    verdicts = (_verdict("error"),)
+    since = error_since(None, verdicts, clock.now())
+    assert since == clock.now()
+    assert error_since(since, (_verdict("passed"),), clock.now()) is None  # cleared once none is an error
+    obs = Observations(exposed_devices=12, wave_exposed=12, progress=confirmed(12), verdicts=verdicts,
+                       error_since=since)
+    clock.advance(timedelta(minutes=15) - timedelta(seconds=1))
+    assert error_since(since, verdicts, clock.now()) == since
+    assert step(state, PLAN, obs, clock.now()) == []
+    clock.advance(1)
+    action = only(step(state, PLAN, obs, clock.now()))
+    assert action.intent is Intent.PAUSE
+    assert "judges could not run for 15m in wave 'canary' (limit 15m)" in action.reason
+    assert action.reason.endswith("paused for a person")
+    assert apply(state, action.intent, clock, action.reason).phase is Phase.PAUSED

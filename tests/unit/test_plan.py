@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ringfence.core.errors import InvalidInput, PlanError
 from ringfence.core.models import DEFAULT_STRATA, Category, DeviceAttributes
 from ringfence.core.plan import (
+    GATE_DEFAULTS,
     HEALTH_DEFAULTS,
     MAX_WAVES,
     Selector,
@@ -564,7 +565,8 @@ def test_health_settings_and_a_per_stratum_failure_budget() -> None:
             gates: {failure_budget: {total: 10, per_stratum: 2}}
         """))
     assert plan.health.as_dict() == {"alpha": 0.05, "hazard_ratio_limit": 1.5, "trial_timeout_s": 900.0,
-                                     "placebo_after_s": 450.0, "silence_after_s": 7200.0, "baseline_rate": 0.002}
+                                     "placebo_after_s": 450.0, "silence_after_s": 7200.0, "baseline_rate": 0.002,
+                                     "error_pause_after_s": 900.0}
     assert (plan.waves[0].gates.failure_budget, plan.waves[0].gates.failure_budget_per_stratum) == (10, 2)
     default = parse_plan(plan_text("""
         name: plain
@@ -630,3 +632,41 @@ def test_bad_health_settings_name_field_and_line() -> None:
     assert problems == {("health.alpha", 3), ("health.hazard_ratio_limit", 4), ("health.trial_timeout", 5),
                         ("health.baseline_rate", 6), ("health.typo", 7),
                         ("waves[0].gates.failure_budget.per_stratum", 12)}
+
+
+def test_evidence_gates_default_by_category_and_can_be_set_per_wave() -> None:
+    text = plan_text("""
+        name: gated
+        waves:
+          - name: canary
+            max_devices: {per_stratum: 5}
+            soak: 1m
+            gates: {min_healthy: 4, max_undecided: 0.05, max_in_trial: 3}
+          - name: all
+            share: 1.0
+            soak: 1m
+        """)
+    plan = parse_plan(text, category=Category.RAPID_RESPONSE)
+    canary, rest = plan.waves[0].gates, plan.waves[1].gates
+    assert (canary.min_healthy, canary.max_undecided, canary.max_in_trial) == (4, 0.05, 3)
+    rapid = GATE_DEFAULTS[Category.RAPID_RESPONSE]
+    assert (rest.min_healthy, rest.max_undecided, rest.max_in_trial) == (
+        rapid.min_healthy, rapid.max_undecided, rapid.max_in_trial)
+    software = parse_plan(text, category=Category.SOFTWARE).waves[1].gates
+    assert software.min_healthy == GATE_DEFAULTS[Category.SOFTWARE].min_healthy > rapid.min_healthy
+    assert plan.waves[0].as_dict()["gates"]["max_in_trial"] == 3
+
+
+@pytest.mark.parametrize(("gates", "field", "message"), [
+    ("{min_healthy: 0}", "waves[0].gates.min_healthy", "must be an integer >= 1, got 0"),
+    ("{max_undecided: 1.5}", "waves[0].gates.max_undecided", "must be a fraction with 0 <= max_undecided < 1"),
+    ("{max_in_trial: -2}", "waves[0].gates.max_in_trial", "must be an integer >= 1, got -2"),
+    ("{max_inflight: 2}", "waves[0].gates.max_inflight", "unknown field"),
+])
+def test_bad_evidence_gates_name_field_and_line(gates: str, field: str, message: str) -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(f"name: p\nwaves:\n  - name: w\n    share: 1.0\n    soak: 1m\n    gates: {gates}\n")
+    problems = {p.field: p for p in err.value.problems}
+    assert field in problems, problems
+    assert message in problems[field].message
+    assert problems[field].line == 6

@@ -67,9 +67,13 @@ class HazardRatioJudge:
         numbers: dict[str, object] = {"exposed": e.as_dict(), "control": c.as_dict(), "alpha": self.alpha,
                                       "limit": self.limit}
         if c.devices < self.min_control:
-            return Verdict(self.name, data.stratum, VerdictPhase.INCONCLUSIVE,
-                           f"{data.stratum}: {c.devices} control devices, fewer than {self.min_control}: "
-                           f"compared against the baseline rate instead", numbers)
+            # Not missing data about the release but the shape of the fleet: no comparison can be
+            # made here, so the verdict stays running (it never passes) and the stratum is gated by
+            # its confirmations and budgets, or by the baseline judge where a rate is known.
+            return Verdict(self.name, data.stratum, VerdictPhase.RUNNING,
+                           f"{data.stratum}: {c.devices} control devices, fewer than {self.min_control}: no "
+                           f"comparison with a control group (the baseline rate decides where one is known)",
+                           numbers)
         log_e = logrank_log_e(data.steps, self.mixture)
         bound = logrank_upper_bound(data.steps, self.alpha)
         numbers.update({"e_value": float(math.exp(min(log_e, 700.0))), "log_e": log_e, "threshold": 1 / self.alpha,
@@ -304,7 +308,7 @@ def judge_all(strata: Iterable[StratumData], judges: Sequence[Judge],
         for judge in judges:
             try:
                 verdict = judge.judge(d)
-                if (isinstance(judge, HazardRatioJudge) and verdict.phase is VerdictPhase.INCONCLUSIVE
+                if (isinstance(judge, HazardRatioJudge) and d.control.devices < judge.min_control
                         and baseline is not None):
                     verdict = baseline.judge(d)
             except (ArithmeticError, ValueError) as exc:

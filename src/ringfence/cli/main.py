@@ -466,6 +466,10 @@ def rollout_status(release_id: str, server: Server = None, token: Token = None, 
         table.add_row(str(w["index"]), w["name"], w["state"], str(w["admitted"]), str(w["exposed"]),
                       str(w["healthy"]), str(w["failed"]))
     out.print(table)
+    if result.get("waiting"):
+        out.print(f"wave {result['wave_name']!r} is waiting for:", highlight=False)
+        for line in result["waiting"]:
+            out.print(f"  - {line}", highlight=False, markup=False)
     if "validation" in result:
         _print_validation(result["validation"])
     if result.get("emergency"):

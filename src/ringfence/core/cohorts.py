@@ -13,6 +13,12 @@ Invariants (property-tested in ``tests/unit/test_cohorts.py``):
   changing fleet can never push a wave past its cap).
 * **Late joiners** land in the first wave they would have been in, unless that wave's cap is
   already full; then in the next wave that has room.
+* **Canary before crowd.** A stratum with fewer confirmed-healthy devices than its canary asks
+  for gets no more devices in the later waves than its canary adds (:func:`canary_limit`)
+  — a region or platform that was offline or empty during the canary is canaried when it
+  appears, not exposed in bulk.
+* **In-flight window.** At most the current wave's ``max_in_trial`` devices of a stratum are
+  exposed with an undecided trial at once; more are admitted as earlier trials are decided.
 
 A total cap is spread over every stratum the wave reaches (water-filling: equal shares, a
 stratum with fewer devices gives its unused share to the others), so a canary of 100 devices
@@ -24,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ringfence.core.models import DeviceAttributes, stratum_key
 from ringfence.core.plan import Plan, Wave
@@ -52,12 +58,20 @@ class WaveCohort:
     ``default_threshold``: for a stratum that did not exist when the table was built.
     ``stratum_caps``: stratum -> devices this wave may add there (None: no cap).
     ``total_cap``: devices this wave may add in all (None: no cap).
+    ``added``: stratum -> devices this wave is expected to add (those its bound asks that earlier
+    waves do not, within its caps); a wave that adds nobody anywhere has nobody new to prove on.
     """
 
     thresholds: Mapping[str, float]
     default_threshold: float
     stratum_caps: Mapping[str, int] | None
     total_cap: int | None
+    added: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def reach(self) -> int:
+        """Devices the wave is expected to add in all."""
+        return sum(self.added.values())
 
     def threshold(self, stratum: str) -> float:
         return self.thresholds.get(stratum, self.default_threshold)
@@ -89,16 +103,18 @@ def cohort_table(plan: Plan, population: Mapping[DeviceAttributes, int]) -> tupl
 
 def _wave_cohort(wave: Wave, reach: Mapping[str, list[tuple[int, float]]]) -> WaveCohort:
     share = wave.share if wave.share is not None else 1.0
+    # A cap counts the devices this wave *adds*: those earlier waves do not already ask.
+    expected = {key: sum(n * max(0.0, share - taken) for n, taken in group) for key, group in reach.items()}
     if not wave.cap.is_set:
         return WaveCohort(thresholds=dict.fromkeys(reach, share), default_threshold=share, stratum_caps=None,
-                          total_cap=None)
-    # A cap counts the devices this wave *adds*: those earlier waves do not already ask.
-    available = {key: int(sum(n * max(0.0, share - taken) for n, taken in group)) for key, group in reach.items()}
+                          total_cap=None, added={key: math.ceil(n - 1e-9) for key, n in expected.items()})
+    available = {key: int(n) for key, n in expected.items()}
     caps = _allot(wave.cap.total, wave.cap.per_stratum, available)
     thresholds = {key: min(share, _cap_threshold(caps[key], group)) for key, group in reach.items()}
     # A stratum that appears after the table was built waits for the next table (its allotment
     # is unknown).
-    return WaveCohort(thresholds=thresholds, default_threshold=0.0, stratum_caps=caps, total_cap=wave.cap.total)
+    return WaveCohort(thresholds=thresholds, default_threshold=0.0, stratum_caps=caps, total_cap=wave.cap.total,
+                      added={key: min(caps[key], available[key]) for key in reach})
 
 
 def _cap_threshold(cap: int, group: list[tuple[int, float]]) -> float:
@@ -147,12 +163,29 @@ def _allot(total: int | None, per_stratum: int | None, counts: Mapping[str, int]
     return allotted
 
 
+def canary_limit(table: tuple[WaveCohort, ...], stratum: str) -> tuple[int, int]:
+    """The stratum's canary: the first wave that adds devices there, and how many. Until that
+    many of them (or the wave's ``min_healthy``, if fewer) confirmed health, the stratum gets no
+    more devices in all than its canary adds, whichever later wave admits them — so a region or
+    platform that was offline or empty while the canary ran is canaried when it appears. A
+    stratum no wave adds to yet (it appeared after the table was built) gets one device."""
+    for index, cohort in enumerate(table):
+        size = cohort.added.get(stratum, 0)
+        if size > 0:
+            return index, size
+    return 0, 1
+
+
 @dataclass(frozen=True, slots=True)
 class Admissions:
-    """Read-only view of who a rollout has admitted so far: per (wave, stratum) and per wave."""
+    """Read-only view of who a rollout has admitted so far: per (wave, stratum) and per wave;
+    per stratum, admitted devices whose trial is still undecided (``in_trial``) and devices that
+    confirmed health (``healthy``)."""
 
     by_stratum: Mapping[tuple[int, str], int]
     by_wave: Mapping[int, int]
+    in_trial: Mapping[str, int] = field(default_factory=dict)
+    healthy: Mapping[str, int] = field(default_factory=dict)
 
 
 def admit(
@@ -166,9 +199,18 @@ def admit(
     """The wave (index <= ``current_wave``) a not-yet-exposed device joins now, or None.
 
     The caller records the admission before it hands out the version, so the counters it passes
-    next time include this device.
+    next time include this device. Besides the caps, the current wave's in-flight window and the
+    canary-before-crowd limit apply (see the module's invariants).
     """
     key = stratum_key(attrs, plan.strata)
+    current = plan.waves[min(current_wave, len(plan.waves) - 1)]
+    window = current.gates.max_in_trial
+    if window is not None and admissions.in_trial.get(key, 0) >= window:
+        return None  # wait until earlier trials are decided
+    canary, canary_size = canary_limit(table, key)
+    unproven = admissions.healthy.get(key, 0) < min(plan.waves[canary].gates.min_healthy, canary_size)
+    if unproven and sum(n for (_, k), n in admissions.by_stratum.items() if k == key) >= canary_size:
+        return None  # not canaried yet: no crowd before a confirmation, whichever wave would take it
     for index in range(min(current_wave, len(plan.waves) - 1) + 1):
         wave = plan.waves[index]
         cohort = table[index]

@@ -18,6 +18,7 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
                                  # at least the agent's trial, at most 3/4 of trial_timeout)
       silence_after: 6h          # a device not heard from for this long has failed (both arms)
       baseline_rate: 0.001       # failures per device-hour, for strata with too small a control group
+      error_pause_after: 15m     # a judge that cannot run holds the wave; this long after, it pauses for a person
     activation:                  # optional; what agents do before switching to this release
       require_intent_ack: true   # never activate before the server acknowledged the intent (default)
       intent_ack_timeout: 30s    # how long an agent waits for that acknowledgement (1s..10m)
@@ -33,8 +34,14 @@ Schema (every key is checked; unknown keys are errors, so typos never pass silen
           failure_budget: 2      # halt when more distinct devices than this have failed;
                                  # or {total: 5, per_stratum: 2}
           min_devices: 50        # do not promote before this many of the wave's devices are exposed
+          min_healthy: 3         # every stratum the wave exposed needs this many confirmed-healthy trials
+                                 # (all of its exposed devices, where it exposed fewer)
+          max_undecided: 0.25    # ... and at most this fraction of its exposed devices still in trial
+          max_in_trial: 10       # per stratum: devices exposed with an undecided trial at once
 
-A wave needs ``share`` or ``max_devices`` (or both: the smaller wins in every stratum).
+A wave needs ``share`` or ``max_devices`` (or both: the smaller wins in every stratum). The gates
+``min_healthy``, ``max_undecided`` and ``max_in_trial`` default by category (see GATE_DEFAULTS):
+promotion always needs confirmed health, never only elapsed time.
 """
 
 from __future__ import annotations
@@ -117,11 +124,20 @@ class Gates:
     failed exposed devices of any one stratum (silent ones included) at M. ``min_devices``:
     devices of this wave that must have announced intent (be exposed) before it may be promoted,
     so a canary that soaked with nobody in it proves nothing and waits instead.
+
+    Evidence, never elapsed time: ``min_healthy`` devices of every stratum the wave exposed must
+    have confirmed health (all of them, where the stratum has fewer), and at most ``max_undecided``
+    (a fraction) of its exposed devices may still be in trial. ``max_in_trial`` caps, per stratum,
+    how many devices are exposed with an undecided trial at once (None: only the caps): it bounds
+    how many machines load a bad version before its first report can arrive.
     """
 
     failure_budget: int | None = None
     min_devices: int | None = None
     failure_budget_per_stratum: int | None = None
+    min_healthy: int = 1
+    max_undecided: float = 0.25
+    max_in_trial: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +157,19 @@ class Wave:
             "max_devices": {"total": self.cap.total, "per_stratum": self.cap.per_stratum},
             "soak_s": self.soak.total_seconds(),
             "gates": {"failure_budget": self.gates.failure_budget, "min_devices": self.gates.min_devices,
-                      "failure_budget_per_stratum": self.gates.failure_budget_per_stratum},
+                      "failure_budget_per_stratum": self.gates.failure_budget_per_stratum,
+                      "min_healthy": self.gates.min_healthy, "max_undecided": self.gates.max_undecided,
+                      "max_in_trial": self.gates.max_in_trial},
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """Settings of the health judges. ``hazard_ratio_limit`` None means promotion waits only for
-    the soak and ``min_devices`` (and no failed verdict); ``baseline_rate`` None means strata with
-    too small a control group are reported as inconclusive rather than compared with history."""
+    """Settings of the health judges. ``hazard_ratio_limit`` None means promotion waits for the
+    soak, the wave's confirmations and no failed, error or inconclusive verdict, but not for a
+    bound on the hazard ratio; ``baseline_rate`` None means strata with too small a control group
+    have no comparison (the confirmations and budgets still gate them). ``error_pause_after``: a
+    judge that cannot run holds the wave at once and pauses the rollout for a person after this."""
 
     alpha: float = 0.01
     hazard_ratio_limit: float | None = None
@@ -157,6 +177,7 @@ class Health:
     silence_after: timedelta = timedelta(hours=6)
     baseline_rate: float | None = None
     placebo_after: timedelta | None = None  # None: half the trial timeout
+    error_pause_after: timedelta = timedelta(minutes=15)  # a judge error holds the wave, then pauses it
 
     @property
     def placebo_wait(self) -> timedelta:
@@ -167,12 +188,14 @@ class Health:
         return {"alpha": self.alpha, "hazard_ratio_limit": self.hazard_ratio_limit,
                 "trial_timeout_s": self.trial_timeout.total_seconds(),
                 "placebo_after_s": self.placebo_wait.total_seconds(),
-                "silence_after_s": self.silence_after.total_seconds(), "baseline_rate": self.baseline_rate}
+                "silence_after_s": self.silence_after.total_seconds(), "baseline_rate": self.baseline_rate,
+                "error_pause_after_s": self.error_pause_after.total_seconds()}
 
 
 # What a plan without (part of) a ``health:`` section gets, by the content type's category.
-# Rapid content loads in seconds and its harm comes fast: short trials, and promotion on soak
-# and min_devices alone (speed matters; the judges still halt at any look). Fleets include
+# Rapid content loads in seconds and its harm comes fast: short trials, and promotion on the
+# soak and the wave's confirmations without a hazard-ratio bound (speed matters; the judges
+# still halt at any look). Fleets include
 # workstations that sleep 10-14 hours a night, so "not heard from" becomes a failure only after
 # 16 hours (the placebo test, not this rule, catches a device that dies while it loads).
 # Software installs, may reboot, and runs for weeks: longer trials, and promotion waits until
@@ -184,6 +207,27 @@ HEALTH_DEFAULTS: dict[Category | None, Health] = {
     Category.CONFIGURATION: Health(trial_timeout=timedelta(minutes=15), silence_after=timedelta(hours=16)),
     Category.SOFTWARE: Health(hazard_ratio_limit=2.0, trial_timeout=timedelta(hours=1),
                               silence_after=timedelta(hours=24)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GateDefaults:
+    """The evidence gates a wave gets where its plan is silent."""
+
+    min_healthy: int
+    max_undecided: float
+    max_in_trial: int | None
+
+
+# Rapid content reaches the fleet within the hour, so its windows are wide enough for a fleet of
+# millions in the late waves; the canary's own cap is smaller still. Software runs for weeks and
+# may reboot: more confirmations, fewer devices in trial at once.
+GATE_DEFAULTS: dict[Category | None, GateDefaults] = {
+    None: GateDefaults(min_healthy=1, max_undecided=0.25, max_in_trial=None),
+    Category.RAPID_RESPONSE: GateDefaults(min_healthy=3, max_undecided=0.25, max_in_trial=200_000),
+    Category.SYSTEM_CRITICAL: GateDefaults(min_healthy=3, max_undecided=0.2, max_in_trial=100_000),
+    Category.CONFIGURATION: GateDefaults(min_healthy=2, max_undecided=0.25, max_in_trial=200_000),
+    Category.SOFTWARE: GateDefaults(min_healthy=5, max_undecided=0.1, max_in_trial=20_000),
 }
 
 
@@ -251,7 +295,7 @@ def format_duration(delta: timedelta) -> str:
 def parse_plan(text: str, source: str = "<plan>", category: Category | None = None) -> Plan:
     """Validate and parse a plan. Raises :class:`PlanError` naming every bad field and line.
     ``category``: the content type's, whose health defaults fill what the plan leaves out."""
-    checker = _Checker(HEALTH_DEFAULTS[category])
+    checker = _Checker(HEALTH_DEFAULTS[category], GATE_DEFAULTS[category])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -285,9 +329,10 @@ _INT_TAG, _FLOAT_TAG, _STR_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:flo
 class _Checker:
     """Walks the YAML node tree, collecting problems instead of stopping at the first."""
 
-    def __init__(self, health_defaults: Health) -> None:
+    def __init__(self, health_defaults: Health, gate_defaults: GateDefaults) -> None:
         self.problems: list[PlanProblem] = []
         self.health_defaults = health_defaults
+        self.gate_defaults = gate_defaults
 
     def fail(self, path: str, node: yaml.Node | None, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else None
@@ -408,7 +453,7 @@ class _Checker:
 
     def health(self, node: yaml.Node) -> Health:
         fields = self.mapping(node, "health", {"alpha", "hazard_ratio_limit", "trial_timeout", "silence_after",
-                                               "baseline_rate", "placebo_after"})
+                                               "baseline_rate", "placebo_after", "error_pause_after"})
         default = self.health_defaults
         if fields is None:
             return default
@@ -416,7 +461,7 @@ class _Checker:
         limit = self.number(fields, "hazard_ratio_limit", lambda v: v > 1, "a ratio greater than 1")
         rate = self.number(fields, "baseline_rate", lambda v: v > 0, "a positive rate (failures per device-hour)")
         durations = {}
-        for key in ("trial_timeout", "silence_after", "placebo_after"):
+        for key in ("trial_timeout", "silence_after", "placebo_after", "error_pause_after"):
             if key in fields:
                 value = self.duration(fields[key][1], f"health.{key}")
                 if value is not None and value <= timedelta(0):
@@ -433,7 +478,8 @@ class _Checker:
                       hazard_ratio_limit=default.hazard_ratio_limit if "hazard_ratio_limit" not in fields else limit,
                       trial_timeout=trial,
                       silence_after=durations.get("silence_after", default.silence_after),
-                      baseline_rate=default.baseline_rate if rate is None else rate, placebo_after=placebo)
+                      baseline_rate=default.baseline_rate if rate is None else rate, placebo_after=placebo,
+                      error_pause_after=durations.get("error_pause_after", default.error_pause_after))
 
     def number(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, ok: Any, expected: str
                ) -> float | None:
@@ -524,7 +570,7 @@ class _Checker:
         soak = timedelta(0)
         if "soak" in fields:
             soak = self.duration(fields["soak"][1], f"{path}.soak") or timedelta(0)
-        gates = self.gates(fields["gates"][1], f"{path}.gates") if "gates" in fields else Gates()
+        gates = self.gates(fields["gates"][1] if "gates" in fields else None, f"{path}.gates")
         if len(self.problems) > before or name is None:
             return None
         return Wave(name=name, selector=selector, share=share, cap=cap, soak=soak, gates=gates)
@@ -575,10 +621,16 @@ class _Checker:
         )
         return Cap(total=total, per_stratum=per)
 
-    def gates(self, node: yaml.Node, path: str) -> Gates:
-        fields = self.mapping(node, path, {"failure_budget", "min_devices"})
+    def gates(self, node: yaml.Node | None, path: str) -> Gates:
+        default = self.gate_defaults
+        defaults = Gates(min_healthy=default.min_healthy, max_undecided=default.max_undecided,
+                         max_in_trial=default.max_in_trial)
+        if node is None:
+            return defaults
+        fields = self.mapping(node, path, {"failure_budget", "min_devices", "min_healthy", "max_undecided",
+                                           "max_in_trial"})
         if fields is None:
-            return Gates()
+            return defaults
         budget = minimum = per_stratum = None
         if "failure_budget" in fields:
             node = fields["failure_budget"][1]
@@ -595,4 +647,20 @@ class _Checker:
                 budget = self.positive_int(node, f"{path}.failure_budget", minimum=0)
         if "min_devices" in fields:
             minimum = self.positive_int(fields["min_devices"][1], f"{path}.min_devices")
-        return Gates(failure_budget=budget, min_devices=minimum, failure_budget_per_stratum=per_stratum)
+        healthy = defaults.min_healthy
+        if "min_healthy" in fields:
+            healthy = self.positive_int(fields["min_healthy"][1], f"{path}.min_healthy") or healthy
+        undecided = defaults.max_undecided
+        if "max_undecided" in fields:
+            value_node = fields["max_undecided"][1]
+            value = self.scalar(value_node, f"{path}.max_undecided")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                self.fail(f"{path}.max_undecided", value_node,
+                          f"must be a fraction with 0 <= max_undecided < 1 (10% is 0.1), got {value!r}")
+            else:
+                undecided = float(value)
+        in_trial = defaults.max_in_trial
+        if "max_in_trial" in fields:
+            in_trial = self.positive_int(fields["max_in_trial"][1], f"{path}.max_in_trial") or in_trial
+        return Gates(failure_budget=budget, min_devices=minimum, failure_budget_per_stratum=per_stratum,
+                     min_healthy=healthy, max_undecided=undecided, max_in_trial=in_trial)

@@ -1,7 +1,8 @@
 """What the demo showed, as numbers: the outcome of the story, and whether it was the story told.
 
 The story: a good release completes; a release of the 2024 file, started past its failed
-validation through the emergency path, halts in its first wave, the machines it crashed revert
+validation through the emergency path, halts in its first wave with no device exposed beyond that
+canary, the machines it crashed revert
 by themselves, and a rollback returns everyone else. :func:`untold` names every part that did
 not happen; an outcome with none is the story as told, and ``ringfence demo`` exits 0.
 
@@ -40,6 +41,9 @@ class Outcome:
     bad_halted_by: str | None = None
     bad_halt_reason: str | None = None
     bad_exposed: int = 0
+    bad_first_wave: str | None = None  # the plan's canary
+    bad_canary_admitted: int = 0  # devices the canary admitted (within its caps)
+    bad_beyond_canary: int = 0  # devices admitted by any later wave: must be none
     bad_failed: int = 0
     bad_self_reverted: int = 0  # failed devices that went back to the last-known-good before any rollback
     bad_reverted: int = 0  # every exposed device back on the last-known-good, by itself or by the rollback
@@ -67,6 +71,12 @@ def untold(o: Outcome) -> list[str]:
         found.append(f"the bad release ended {o.bad_release_phase or 'unstarted'}, not halted and rolled back")
     elif o.bad_halted_wave is None:
         found.append("the bad release was not halted (its history has no halt)")
+    elif o.bad_first_wave is not None and o.bad_halted_wave != o.bad_first_wave:
+        found.append(f"the bad release left its canary: halted in wave {o.bad_halted_wave!r}, not "
+                     f"{o.bad_first_wave!r}")
+    if o.bad_beyond_canary > 0:
+        found.append(f"the bad release reached {o.bad_beyond_canary} devices beyond its canary's "
+                     f"{o.bad_canary_admitted}")
     if o.bad_release is not None and o.bad_failed < 1:
         found.append("no device failed on the bad release")
     if o.bad_release is not None and o.bad_reverted < 1:

@@ -214,6 +214,11 @@ class Story:
     def _bad_totals(self, status: dict[str, Any]) -> None:
         t = status["totals"]
         self.outcome.bad_exposed = t["exposed"]
+        waves = status.get("waves") or []
+        if waves:
+            self.outcome.bad_first_wave = waves[0]["name"]
+            self.outcome.bad_canary_admitted = waves[0]["admitted"]
+            self.outcome.bad_beyond_canary = t["admitted"] - waves[0]["admitted"]
         self.outcome.bad_reverted = t["reverted"]
         if self.outcome.bad_failed == 0:
             self.outcome.bad_failed = t["failed"]

@@ -6,10 +6,15 @@ in :mod:`ringfence.core.rollout` and records it, so a rule can still refuse. Dec
 
 1. ``draft``: prepare once nothing is pending.
 2. ``rolling``: halt when a judge's verdict is ``failed`` (the verdict's sentence is the reason),
-   or when the rollout has more distinct failed devices than the current wave's failure budget;
-   otherwise, once the wave's soak has passed, it has exposed at least its ``min_devices`` and —
-   when the plan sets ``hazard_ratio_limit`` — every stratum with exposure has a ``passed``
-   verdict (upper bound below the limit), advance (or complete after the last wave).
+   or when the rollout has more distinct failed devices than the current wave's failure budget.
+   Pause for a person when a judge has been in ``error`` for the plan's ``error_pause_after``.
+   Otherwise advance (or complete after the last wave) on **evidence, never on elapsed time**:
+   only when :func:`waiting` finds nothing left to wait for — the soak has passed; the wave
+   exposed somebody (or had nobody new to reach); every stratum exposed so far has
+   ``min_healthy`` confirmed-healthy trials (all of them, where it has fewer) and at most
+   ``max_undecided`` of its exposed devices still in trial; no verdict is ``error``, none is ``inconclusive``;
+   at least ``min_devices`` are exposed; and, when the plan sets ``hazard_ratio_limit``, every
+   stratum's hazard-ratio (or baseline) verdict is ``passed``.
 3. ``rolling_back``: finish once no exposed device still reports the rolled-back version, or
    when the confirmation window ends (saying how many never confirmed).
 """
@@ -34,6 +39,21 @@ class EngineLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class StratumProgress:
+    """One stratum of the rollout up to its current wave (waves are cumulative): admitted
+    devices that announced intent (``exposed``), those whose trial ended in ``healthy``, and
+    those whose trial is neither healthy nor failed yet (``undecided``; silent devices stay
+    undecided)."""
+
+    exposed: int = 0
+    healthy: int = 0
+    undecided: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"exposed": self.exposed, "healthy": self.healthy, "undecided": self.undecided}
+
+
+@dataclass(frozen=True, slots=True)
 class Observations:
     """What the control plane knows about one rollout right now.
 
@@ -45,6 +65,11 @@ class Observations:
     ``pending``: requirements that keep a draft from becoming ready. ``failures_since``: when a
     person last resumed the rollout from a halt; failures are counted from then on.
     ``verdicts``: the judges' verdicts per stratum (see :mod:`ringfence.engine.health`).
+    ``progress``: exposure and trials per stratum (only devices the rollout admitted count).
+    ``wave_reach``: how many devices not yet admitted the current wave could still take; 0
+    means nobody new is left for it (the evidence of the earlier waves stands), None that it is
+    unknown (treated as somebody). ``error_since``: since when a judge verdict has been
+    ``error`` without interruption (see :func:`error_since`).
     """
 
     failed_devices: int = 0
@@ -55,6 +80,17 @@ class Observations:
     still_on_version: int = 0
     pending: tuple[str, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
+    progress: Mapping[str, StratumProgress] = field(default_factory=dict)
+    wave_reach: int | None = None
+    error_since: datetime | None = None
+
+
+def error_since(previous: datetime | None, verdicts: tuple[Verdict, ...], now: datetime) -> datetime | None:
+    """When the standing run of ``error`` verdicts began: kept while any verdict is an error,
+    cleared as soon as none is. Both worlds keep it with this function."""
+    if not any(v.phase is VerdictPhase.ERROR for v in verdicts):
+        return None
+    return previous if previous is not None else now
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,23 +146,69 @@ def _rolling(state: RolloutState, plan: Plan, obs: Observations, now: datetime) 
                 {**numbers, "failed_by_stratum": dict(obs.failed_by_stratum)},
             )
         ]
-    started = state.wave_started_at
-    if started is None or now - started < wave.soak:
+    errors = [v for v in obs.verdicts if v.phase is VerdictPhase.ERROR]
+    pause_after = plan.health.error_pause_after
+    if errors and obs.error_since is not None and now - obs.error_since >= pause_after:
+        first = errors[0]
+        return [Action(Intent.PAUSE,
+                       f"judges could not run for {format_duration(now - obs.error_since)} in wave {wave.name!r} "
+                       f"(limit {format_duration(pause_after)}): {first.judge}: {first.sentence}; paused for a person",
+                       {**numbers, "verdicts": [v.as_dict() for v in errors]})]
+    if waiting(state, plan, obs, now):
         return []
-    if wave.gates.min_devices is not None and obs.wave_exposed < wave.gates.min_devices:
-        return []  # soaked, but too few devices to have proved anything: keep waiting
-    if plan.health.hazard_ratio_limit is not None:
-        judged = [v for v in obs.verdicts if v.judge in ("hazard-ratio", "baseline")]
-        if any(v.phase is not VerdictPhase.PASSED for v in judged):
-            return []  # soaked, but the evidence does not yet bound the harm below the limit
     soaked = f"soak {format_duration(wave.soak)} passed in wave {wave.name!r}"
-    tally = f"{obs.failed_devices} failed of {obs.exposed_devices} exposed"
+    healthy = sum(p.healthy for p in obs.progress.values())
+    tally = f"{healthy} confirmed healthy, {obs.failed_devices} failed of {obs.exposed_devices} exposed"
     if budget is not None:
         tally += f", budget {budget}"
+    numbers["progress"] = {k: p.as_dict() for k, p in sorted(obs.progress.items())}
     if state.wave + 1 >= len(plan.waves):
         return [Action(Intent.COMPLETE, f"{soaked}; last wave done; {tally}", numbers)]
     nxt = plan.waves[state.wave + 1]
     return [Action(Intent.ADVANCE, f"{soaked}; {tally}; advancing to {nxt.name!r}", numbers)]
+
+
+def waiting(state: RolloutState, plan: Plan, obs: Observations, now: datetime) -> list[str]:
+    """What the current wave of a rolling rollout still waits for before it may be promoted, in
+    words a person can act on (``rollout status`` shows them under ``waiting``). Empty: it may
+    be promoted now. Absence of bad news is never enough: each line names missing evidence."""
+    if state.phase is not Phase.ROLLING:
+        return []
+    wave = plan.waves[state.wave]
+    gates = wave.gates
+    out: list[str] = []
+    started = state.wave_started_at
+    if started is None:
+        out.append("the wave's start time")
+    elif now - started < wave.soak:
+        out.append(f"soak: {format_duration(wave.soak - (now - started))} of {format_duration(wave.soak)} left")
+    if not any(p.exposed for p in obs.progress.values()):
+        out.append("no device has announced intent yet: a rollout that exposed nobody has proven nothing")
+    elif obs.wave_exposed == 0 and obs.wave_reach != 0:
+        out.append(f"no device of wave {wave.name!r} has announced intent yet: nothing new is proven")
+    for stratum, p in sorted(obs.progress.items()):
+        if p.exposed == 0:
+            continue
+        need = min(gates.min_healthy, p.exposed)
+        lacks: list[str] = []
+        if p.healthy < need:
+            lacks.append(f"{p.healthy} of {need} healthy confirmations")
+        allowed = int(gates.max_undecided * p.exposed)
+        if p.undecided > allowed:
+            lacks.append(f"{p.undecided} trials undecided (at most {allowed} of {p.exposed} may be)")
+        if lacks:
+            out.append(f"{stratum}: " + "; ".join(lacks))
+    if gates.min_devices is not None and obs.wave_exposed < gates.min_devices:
+        out.append(f"{obs.wave_exposed} of {gates.min_devices} devices of the wave exposed (min_devices)")
+    for v in obs.verdicts:
+        if v.phase is VerdictPhase.ERROR:
+            out.append(f"{v.judge} could not run: {v.sentence}")
+        elif v.phase is VerdictPhase.INCONCLUSIVE:
+            out.append(f"{v.judge} is inconclusive: {v.sentence}")
+    if plan.health.hazard_ratio_limit is not None:
+        out.extend(f"{v.judge}: {v.sentence}" for v in obs.verdicts
+                   if v.judge in ("hazard-ratio", "baseline") and v.phase is VerdictPhase.RUNNING)
+    return out
 
 
 def _rolling_back(

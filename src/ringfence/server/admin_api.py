@@ -194,7 +194,7 @@ async def create_release(body: ReleaseIn, request: Request) -> dict[str, Any]:
             auth.audit(s, request, who, "release.create", target=row.id,
                        details={"content_type": row.content_type, "version": row.version, "plan": row.plan_name,
                                 "validation": _tally(results) if judged is not None else "none"})
-            return rollout_status(s, row.id, rt.clock.now())
+            return rollout_status(s, row.id, rt.clock.now(), rt.snapshot.wave_reach)
 
     return await asyncio.to_thread(_create)
 
@@ -225,7 +225,7 @@ async def revalidate_release(release_id: str, request: Request) -> dict[str, Any
             releases.note(s, release_id, "validate", actor=who.name, now=now,
                           reason=f"validated again: {_tally(results)}")
             auth.audit(s, request, who, "release.validate", target=release_id, reason=_tally(results))
-            return rollout_status(s, release_id, rt.clock.now())
+            return rollout_status(s, release_id, rt.clock.now(), rt.snapshot.wave_reach)
 
     return await asyncio.to_thread(_run)
 
@@ -285,7 +285,7 @@ def list_releases(_: Reader, request: Request, content_type: str | None = None,
 def get_rollout(release_id: str, _: Reader, request: Request) -> dict[str, Any]:
     rt = auth.runtime(request)
     with rt.db.session() as s:
-        return rollout_status(s, release_id, rt.clock.now())
+        return rollout_status(s, release_id, rt.clock.now(), rt.snapshot.wave_reach)
 
 
 @router.post("/rollouts/{release_id}/{action}")
@@ -316,7 +316,7 @@ async def rollout_action(release_id: str, action: str, request: Request,
             releases.apply_intent(s, release_id, intent, actor=who.name, reason=text, now=rt.clock.now(),
                                   details=details, role=who.role, source=auth.source(request))
         with rt.db.session() as s:
-            return rollout_status(s, release_id, rt.clock.now())
+            return rollout_status(s, release_id, rt.clock.now(), rt.snapshot.wave_reach)
 
     status = await asyncio.to_thread(_apply)
     await rt.reload_views()

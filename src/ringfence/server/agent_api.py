@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -34,6 +35,7 @@ from ringfence.store.access import Sighting
 from ringfence.store.telemetry import Admission, Event, PlaceboAsked, PlaceboSeen
 
 router = APIRouter(prefix="/v1/agent")
+log = logging.getLogger("ringfence.agent_api")
 
 
 def _attributes(body: AttributesIn, tenant: str) -> DeviceAttributes:
@@ -206,6 +208,23 @@ def _check_sequence(device_id: str, state: DeviceState, sequence: int | None) ->
     state.checkin_seq = sequence
 
 
+_LOGGED_UNADMITTED_MAX = 10_000
+
+
+def _unadmitted(rt: Runtime, device_id: str, release_id: str, kind: str) -> None:
+    """A device reported on a live rollout that never admitted it. The event is stored for the
+    record, but the judges, budgets and confirmations read admitted devices only (see
+    :func:`ringfence.store.telemetry.observe`); it is counted, and logged once per device and
+    rollout."""
+    rt.metrics.unadmitted_events.inc()
+    seen = rt.snapshot.unadmitted_logged
+    if (device_id, release_id) in seen or len(seen) >= _LOGGED_UNADMITTED_MAX:
+        return
+    seen.add((device_id, release_id))
+    log.warning("device %s reported %r about release %s, which never admitted it: counted for nothing",
+                device_id, kind, release_id)
+
+
 async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, Any]:
     snap = rt.snapshot
     now = rt.clock.now()
@@ -223,8 +242,11 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
 
     waits: list[asyncio.Future[None]] = []
     for e in body.events:
+        release_id = snap.release_for(e.content_type, e.version)
+        if not snap.note_event(device_id, release_id, e.kind):
+            _unadmitted(rt, device_id, release_id or "", e.kind.value)
         event = Event(
-            device_id=device_id, event_id=e.id, release_id=snap.release_for(e.content_type, e.version),
+            device_id=device_id, event_id=e.id, release_id=release_id,
             content_type=e.content_type, version=e.version, kind=e.kind,
             stratum=snap.stratum_of(device_id, e.content_type), at=e.at, received_at=now, details=e.details,
         )

@@ -36,7 +36,7 @@ def approve_release(release_id: str, body: ApprovalIn, who: Approver, request: R
                                   now=rt.clock.now())
         auth.audit(s, request, who, "release.approve", target=release_id, reason=body.reason,
                    details={"emergency": body.emergency, "fingerprint": approval.fingerprint})
-        return rollout_status(s, release_id, rt.clock.now())
+        return rollout_status(s, release_id, rt.clock.now(), rt.snapshot.wave_reach)
 
 
 @router.put("/releases/{release_id}/plan")
@@ -48,7 +48,7 @@ def change_plan(release_id: str, body: PlanIn, who: Releaser, request: Request) 
         row = releases.change_plan(s, release_id, body.plan, plan_origin=body.plan_origin, actor=who.name,
                                    now=rt.clock.now())
         auth.audit(s, request, who, "release.plan", target=release_id, details={"plan": row.plan_name})
-        return rollout_status(s, release_id, rt.clock.now())
+        return rollout_status(s, release_id, rt.clock.now(), rt.snapshot.wave_reach)
 
 
 # -- freeze windows ----------------------------------------------------------------------------

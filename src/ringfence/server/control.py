@@ -22,15 +22,17 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from ringfence.analysis.verdicts import Verdict
+from ringfence.analysis.verdicts import Verdict, VerdictPhase
 from ringfence.core.assignment import RolloutView
-from ringfence.core.clock import Clock
+from ringfence.core.clock import Clock, utc
 from ringfence.core.errors import Conflict, RingfenceError
+from ringfence.core.plan import Plan
 from ringfence.core.rollout import ACTIVE_PHASES, Phase
-from ringfence.engine.reconciler import EngineLimits, step
+from ringfence.engine.reconciler import EngineLimits, Observations, error_since, step
 from ringfence.server.metrics import Metrics
 from ringfence.server.snapshot import LoadedViews, Revoked
 from ringfence.store import policies
+from ringfence.store.alerts import on_judge_error
 from ringfence.store.db import Database
 from ringfence.store.releases import (
     apply_intent,
@@ -41,7 +43,7 @@ from ringfence.store.releases import (
     rollout_state,
 )
 from ringfence.store.schema import HistoryRow, ReleaseRow
-from ringfence.store.telemetry import load_admissions, load_placebos, observe
+from ringfence.store.telemetry import load_admissions, load_placebos, load_trials, observe
 
 log = logging.getLogger("ringfence.reconciler")
 
@@ -58,6 +60,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
         views: dict[str, RolloutView] = {}
         admissions: dict[str, dict[str, tuple[int, str]]] = {}
         placebos: dict[str, dict[str, tuple[int, str, datetime, bool]]] = {}
+        trials: dict[str, dict[str, bool]] = {}
         live = [p.value for p in ACTIVE_PHASES]
         for row in s.scalars(select(ReleaseRow).where(ReleaseRow.phase.in_(live))):
             views[row.content_type] = RolloutView(
@@ -68,6 +71,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
             if row.id not in known_admissions:
                 admissions[row.id] = load_admissions(s, row.id)
                 placebos[row.id] = load_placebos(s, row.id)
+                trials[row.id] = load_trials(s, row.id)
         baselines = {ct: baseline_target(s, ct) for ct in content_type_names(s)}
         by_version: dict[tuple[str, str], str] = {}
         newest_phase: dict[tuple[str, str], str] = {}
@@ -88,7 +92,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
         pinned = policies.pinned_targets(s, book, by_version)
         marker = rollouts_marker(s)
     return LoadedViews(views, baselines, admissions, by_version, marker, revoked, placebos, categories=kinds,
-                       policies=book, pinned=pinned, general=general)
+                       policies=book, pinned=pinned, general=general, trials=trials)
 
 
 _REVOKED_PHASES = (Phase.ROLLING_BACK.value, Phase.ROLLED_BACK.value)
@@ -151,8 +155,11 @@ class Leadership:
 class Reconciler:
     def __init__(self, db: Database, clock: Clock, limits: EngineLimits, interval_s: float,
                  on_change: Callable[[], Awaitable[None]], judge_interval_s: float = 2.0,
-                 on_phase: Callable[[str, Phase], None] | None = None, metrics: Metrics | None = None) -> None:
+                 on_phase: Callable[[str, Phase], None] | None = None, metrics: Metrics | None = None,
+                 reach: Callable[[str, datetime], int | None] | None = None) -> None:
         self._db = db
+        self._reach = reach
+        self._error_since: dict[str, datetime] = {}  # release -> since when a judge has been in error
         self._metrics = metrics
         self._clock = clock
         self._limits = limits
@@ -183,6 +190,8 @@ class Reconciler:
             ids = list(s.scalars(select(ReleaseRow.id).where(ReleaseRow.phase.in_(_TICKED_PHASES))))
         for gone in set(self._verdicts) - set(ids):
             del self._verdicts[gone]
+        for gone in set(self._error_since) - set(ids):
+            del self._error_since[gone]
         changed = 0
         for release_id in ids:
             changed += self._reconcile(release_id, fresh)
@@ -217,7 +226,9 @@ class Reconciler:
                                                   obs.verdicts)
                 else:
                     obs = replace(observe(s, row), verdicts=cached)
-                actions = step(state, release_plan(row), obs, now, self._limits)
+                plan = release_plan(row)
+                obs = self._evidence(s, row, plan, obs, now)
+                actions = step(state, plan, obs, now, self._limits)
                 for action in actions[:1]:  # one transition per tick; the next tick sees its effect
                     moved = apply_intent(s, release_id, action.intent, actor="reconciler", reason=action.reason,
                                          now=now, details=action.details, expected_revision=row.revision)
@@ -230,6 +241,28 @@ class Reconciler:
             self.errors += 1
             log.error("release %s: reconciling failed: %s", release_id, exc.message)
         return 0
+
+    def _evidence(self, s: Session, row: ReleaseRow, plan: Plan, obs: Observations, now: datetime) -> Observations:
+        """What the engine needs besides the tables: since when a judge has been in error (the
+        first look that found one also alerts), and, for a soaked wave that exposed nobody, how
+        many devices it could still reach."""
+        if row.phase != Phase.ROLLING.value:
+            self._error_since.pop(row.id, None)
+            return obs
+        previous = self._error_since.get(row.id)
+        since = error_since(previous, obs.verdicts, now)
+        if since is None:
+            self._error_since.pop(row.id, None)
+        else:
+            self._error_since[row.id] = since
+            if previous is None:
+                on_judge_error(s, row, [v for v in obs.verdicts if v.phase is VerdictPhase.ERROR], now)
+        obs = replace(obs, error_since=since)
+        started = row.wave_started_at
+        soaked = started is not None and now - utc(started) >= plan.waves[row.wave].soak
+        if obs.wave_exposed == 0 and soaked and self._reach is not None:
+            obs = replace(obs, wave_reach=self._reach(row.id, now))
+        return obs
 
     async def run(self) -> None:
         while True:

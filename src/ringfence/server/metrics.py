@@ -48,6 +48,8 @@ class Metrics:
                                          "and admissions stored.", buckets=_FAST, registry=self.registry)
         self.events = Counter("ringfence_events", "Events devices reported in check-ins, by kind.", ["kind"],
                               registry=self.registry)
+        self.unadmitted_events = Counter("ringfence_unadmitted_events", "Events about a live rollout from devices "
+                                         "it never admitted: stored, but counted for nothing.", registry=self.registry)
         self.judge_evaluations = Counter("ringfence_judge_evaluations", "Times the health judges read a "
                                          "rollout's exposed strata and gave verdicts.", registry=self.registry)
         self.reconciler_tick_seconds = Histogram("ringfence_reconciler_tick_seconds", "Duration of one "

@@ -60,7 +60,8 @@ class Runtime:
                                     sighting_interval_s=self.config.sighting_interval_s)
         self.reconciler = Reconciler(self.db, self.clock, self.config.engine, self.config.reconcile_interval_s,
                                      self.reload_views, judge_interval_s=self.config.judge_interval_s,
-                                     on_phase=self.snapshot.set_phase, metrics=self.metrics)
+                                     on_phase=self.snapshot.set_phase, metrics=self.metrics,
+                                     reach=self.snapshot.wave_reach)
 
         def _devices() -> None:
             with self.db.session() as s:

@@ -25,8 +25,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ringfence.core.assignment import Decision, RolloutView, Target, decide
-from ringfence.core.cohorts import Admissions, cohort_table
-from ringfence.core.models import DEFAULT_STRATA, Category, DeviceAttributes, stratum_key
+from ringfence.core.cohorts import Admissions, admit, bucket, cohort_table
+from ringfence.core.models import (
+    DEFAULT_STRATA,
+    FAILURE_KINDS,
+    REVERT_KINDS,
+    Category,
+    DeviceAttributes,
+    EventKind,
+    stratum_key,
+)
 from ringfence.core.policy import (
     ChannelPolicy,
     GeneralRelease,
@@ -51,27 +59,51 @@ class DeviceState:
 
 @dataclass(slots=True)
 class RolloutAdmissions:
-    """Who a rollout admitted: device -> wave, plus the counters caps are checked against."""
+    """Who a rollout admitted: device -> wave, plus the counters caps are checked against, and
+    per stratum how many admitted devices are still in trial (the in-flight window) and how many
+    confirmed health (canary before crowd). A trial is decided by the device's first ``healthy``,
+    failure or revert event for the release."""
 
     waves: dict[str, int] = field(default_factory=dict)
     by_stratum: Counter[tuple[int, str]] = field(default_factory=Counter)
     by_wave: Counter[int] = field(default_factory=Counter)
+    strata: dict[str, str] = field(default_factory=dict)
+    decided: set[str] = field(default_factory=set)
+    in_trial: Counter[str] = field(default_factory=Counter)
+    healthy: Counter[str] = field(default_factory=Counter)
 
     def add(self, device_id: str, wave: int, stratum: str) -> None:
         if device_id in self.waves:
             return
         self.waves[device_id] = wave
+        self.strata[device_id] = stratum
         self.by_stratum[(wave, stratum)] += 1
         self.by_wave[wave] += 1
+        if device_id not in self.decided:
+            self.in_trial[stratum] += 1
 
     def remove(self, device_id: str, stratum: str) -> None:
         wave = self.waves.pop(device_id, None)
         if wave is not None:
+            self.strata.pop(device_id, None)
             self.by_stratum[(wave, stratum)] -= 1
             self.by_wave[wave] -= 1
+            if device_id not in self.decided:
+                self.in_trial[stratum] -= 1
+
+    def decide(self, device_id: str, healthy: bool) -> None:
+        """The device's trial ended (first decision only)."""
+        stratum = self.strata.get(device_id)
+        if stratum is None or device_id in self.decided:
+            return
+        self.decided.add(device_id)
+        self.in_trial[stratum] -= 1
+        if healthy:
+            self.healthy[stratum] += 1
 
     def view(self) -> Admissions:
-        return Admissions(by_stratum=self.by_stratum, by_wave=self.by_wave)
+        return Admissions(by_stratum=self.by_stratum, by_wave=self.by_wave, in_trial=self.in_trial,
+                          healthy=self.healthy)
 
 
 @dataclass(slots=True)
@@ -129,6 +161,7 @@ class LoadedViews:
     policies: PolicyBook = field(default_factory=PolicyBook)
     pinned: dict[tuple[str, str], Target] = field(default_factory=dict)  # (content type, version) -> target
     general: dict[str, tuple[GeneralRelease, ...]] = field(default_factory=dict)  # content type -> completed
+    trials: dict[str, dict[str, bool]] = field(default_factory=dict)  # release -> decided device -> healthy
 
 
 class FleetSnapshot:
@@ -149,6 +182,8 @@ class FleetSnapshot:
         self.population_changed = False
         self.marker: tuple[int, int] = (-1, -1)
         self._content_types: tuple[str, ...] | None = None
+        self._reach: tuple[tuple[str, int, int, int, int], int] | None = None  # wave_reach's last answer
+        self.unadmitted_logged: set[tuple[str, str]] = set()  # (device, release) reported on unadmitted
 
     # -- devices -------------------------------------------------------------------------
     def load_devices(self, records: Iterable[DeviceRecord]) -> None:
@@ -200,6 +235,8 @@ class FleetSnapshot:
                 entry = RolloutAdmissions()
                 for device_id, (wave, stratum) in admitted.items():
                     entry.add(device_id, wave, stratum)
+                for device_id, healthy in loaded.trials.get(release_id, {}).items():
+                    entry.decide(device_id, healthy)
                 self.admissions[release_id] = entry
         for release_id, asked in loaded.placebos.items():
             if release_id not in self.placebos:
@@ -325,6 +362,51 @@ class FleetSnapshot:
             return None  # no wave could select it: not a fair comparison
         placebos.add(device_id, view.wave, stratum, now)
         return PlaceboStep(view.release_id, view.wave, stratum, return_in_s=_return_in(wait, poll_interval_s))
+
+    def note_event(self, device_id: str, release_id: str | None, kind: EventKind) -> bool:
+        """Count a trial's end for the in-flight window. False when the event is about a live
+        rollout that never admitted the device: it speaks of something it was not offered."""
+        if release_id is None:
+            return True
+        entry = self.admissions.get(release_id)
+        if entry is None:
+            return True  # not a live rollout (or not yet loaded): nothing to count here
+        if device_id not in entry.waves:
+            return False
+        if kind is EventKind.HEALTHY:
+            entry.decide(device_id, True)
+        elif kind in FAILURE_KINDS or kind in REVERT_KINDS:
+            entry.decide(device_id, False)
+        return True
+
+    def wave_reach(self, release_id: str, now: datetime) -> int | None:
+        """How many devices not yet admitted the rollout's current wave (or an earlier one)
+        could still take, by its thresholds and caps alone (not the in-flight window): 0 means
+        the wave has nobody new to prove itself on. Walks the devices, so the reconciler asks
+        only about a wave that exposed nobody. None when the rollout is not held here."""
+        view = next((v for v in self.views.values() if v.release_id == release_id), None)
+        if view is None or view.phase is not Phase.ROLLING or not view.table:
+            return None
+        admitted = self.admissions.get(release_id) or RolloutAdmissions()
+        key = (release_id, view.wave, len(admitted.waves), len(self.devices), id(view.table))
+        if self._reach is not None and self._reach[0] == key:
+            return self._reach[1]
+        # Copies, so a check-in changing them on the loop thread cannot break the walk.
+        counts = Admissions(by_stratum=Counter(admitted.by_stratum), by_wave=Counter(admitted.by_wave),
+                            healthy=Counter(admitted.healthy))
+        waves = dict(admitted.waves)
+        reach = 0
+        for device_id, state in list(self.devices.items()):
+            if device_id in waves:
+                continue
+            policy = self.policy(state.attributes, view.content_type)
+            if policy is not None and not joins_now(policy, now):
+                continue
+            attrs = effective_attributes(state.attributes, policy)
+            if admit(view.plan, view.table, attrs, bucket(view.salt, device_id), view.wave, counts) is not None:
+                reach += 1
+        self._reach = (key, reach)
+        return reach
 
     def forget_admission(self, release_id: str, device_id: str, stratum: str) -> None:
         """Undo an admission whose write failed: the device was not told, so it must not count."""

@@ -1,7 +1,7 @@
 """Simulated hosts as arrays: who they are, when they are on, when they check in.
 
 A fleet of millions is a handful of numpy arrays, one entry per host: platform, OS version,
-region, tenant, whether it is one of the vendor's own (``internal``) machines, whether it is a
+architecture, region, tenant, whether it is one of the vendor's own (``internal``) machines, whether it is a
 workstation (on during the local working day, asleep at night) or a server (always on), its
 check-in interval and phase, and its place in a rollout's queue (``bucket``, uniform in [0, 1):
 the server's blake2b bucket has this distribution, and the simulator needs no per-host hashing).
@@ -33,6 +33,7 @@ class PlatformSpec:
     hosts: int
     os_versions: dict[str, float]  # version -> share of the platform's hosts
     workstation_share: float  # on during the local working day only; the rest are always on
+    arches: dict[str, float] = field(default_factory=lambda: {"x86_64": 1.0})  # architecture -> share
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Fleet:
     start_utc_h: float  # the UTC hour at which the scenario starts (t = 0)
     platform: npt.NDArray[np.int8]
     os: npt.NDArray[np.int16]
+    arch: npt.NDArray[np.int8]
     region: npt.NDArray[np.int8]
     tenant: npt.NDArray[np.int32]
     internal: Bools
@@ -79,6 +81,7 @@ class Fleet:
     bucket: Floats
     platforms: tuple[str, ...]
     os_names: tuple[str, ...]
+    arch_names: tuple[str, ...]
     regions: tuple[str, ...]
     offsets_h: Floats
     outages: list[tuple[int, float, float]] = field(default_factory=list)  # (region, from, until)
@@ -91,10 +94,11 @@ class Fleet:
     def build(cls, spec: FleetSpec, rng: np.random.Generator, start_utc_h: float = 0.0) -> Fleet:
         platforms = tuple(spec.platforms)
         os_names = tuple(sorted({v for p in spec.platforms.values() for v in p.os_versions}))
+        arch_names = tuple(sorted({a for p in spec.platforms.values() for a in p.arches}))
         regions = tuple(r.name for r in spec.regions)
         shares = np.array([r.share for r in spec.regions], dtype=float)
         shares = shares / shares.sum()
-        parts_platform, parts_os, parts_ws = [], [], []
+        parts_platform, parts_os, parts_ws, parts_arch = [], [], [], []
         for code, name in enumerate(platforms):
             p = spec.platforms[name]
             parts_platform.append(np.full(p.hosts, code, dtype=np.int8))
@@ -103,10 +107,15 @@ class Fleet:
             codes = np.array([os_names.index(v) for v in versions], dtype=np.int16)
             parts_os.append(codes[rng.choice(len(versions), size=p.hosts, p=weights / weights.sum())])
             parts_ws.append(rng.random(p.hosts) < p.workstation_share)
+            arches = list(p.arches)
+            arch_weights = np.array([p.arches[a] for a in arches], dtype=float)
+            arch_codes = np.array([arch_names.index(a) for a in arches], dtype=np.int8)
+            parts_arch.append(arch_codes[rng.choice(len(arches), size=p.hosts, p=arch_weights / arch_weights.sum())])
         n = spec.hosts
         platform = np.concatenate(parts_platform) if parts_platform else np.zeros(0, dtype=np.int8)
         os_codes = np.concatenate(parts_os) if parts_os else np.zeros(0, dtype=np.int16)
         workstation = np.concatenate(parts_ws) if parts_ws else np.zeros(0, dtype=bool)
+        arch = np.concatenate(parts_arch) if parts_arch else np.zeros(0, dtype=np.int8)
         region = rng.choice(len(regions), size=n, p=shares).astype(np.int8)
         tenant = rng.integers(0, max(spec.tenants, 1), size=n).astype(np.int32)
         internal = np.zeros(n, dtype=bool)
@@ -115,12 +124,12 @@ class Fleet:
         poll = np.clip(spec.poll_median_s * np.exp(spec.poll_sigma * rng.standard_normal(n)),
                        spec.poll_min_s, spec.poll_max_s)
         return cls(
-            spec=spec, start_utc_h=start_utc_h, platform=platform, os=os_codes, region=region, tenant=tenant,
+            spec=spec, start_utc_h=start_utc_h, platform=platform, os=os_codes, arch=arch, region=region, tenant=tenant,
             internal=internal, workstation=workstation,
             on_start_h=(spec.day_start_h + rng.uniform(-1.5, 1.5, n)).astype(np.float32),
             on_length_h=rng.uniform(*spec.day_length_h, n).astype(np.float32),
             poll_s=poll, phase_s=rng.random(n) * poll, bucket=rng.random(n),
-            platforms=platforms, os_names=os_names, regions=regions,
+            platforms=platforms, os_names=os_names, arch_names=arch_names, regions=regions,
             offsets_h=np.array([r.utc_offset_h for r in spec.regions], dtype=float))
 
     # -- who ---------------------------------------------------------------------------------
@@ -128,13 +137,14 @@ class Fleet:
         """The distinct attribute sets and, per host, the index of its set (how the server's
         cohort tables see a fleet: thousands of groups, not millions of hosts)."""
         tenant = self.tenant if tenants else np.zeros_like(self.tenant)
-        key = (((self.platform.astype(np.int64) * 1024 + self.os) * 256 + self.region) * 2
+        key = ((((self.platform.astype(np.int64) * 1024 + self.os) * 64 + self.arch) * 256 + self.region) * 2
                + self.internal) * (int(tenant.max()) + 1 if tenant.size else 1) + tenant
         uniq, index = np.unique(key, return_inverse=True)
         first = np.zeros(uniq.size, dtype=np.int64)
         first[index[::-1]] = np.arange(self.size)[::-1]
         groups = [DeviceAttributes(platform=self.platforms[self.platform[i]], os_version=self.os_names[self.os[i]],
-                                   region=self.regions[self.region[i]], tenant=f"t{tenant[i]:04d}",
+                                   arch=self.arch_names[self.arch[i]], region=self.regions[self.region[i]],
+                                   tenant=f"t{tenant[i]:04d}",
                                    tags=frozenset({"internal"}) if self.internal[i] else frozenset())
                   for i in first]
         return groups, index.astype(np.int64)

@@ -36,12 +36,12 @@ from ringfence.analysis.hazard import LogrankEProcess, RiskStep
 from ringfence.analysis.judges import Evidence, HazardRatioJudge, judge_all
 from ringfence.analysis.tallies import ArmTally, Pairs, StratumData
 from ringfence.analysis.verdicts import Verdict
-from ringfence.core.cohorts import cohort_table
+from ringfence.core.cohorts import canary_limit, cohort_table
 from ringfence.core.models import stratum_key
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase, RolloutState, transition
 from ringfence.engine.health import judges_for
-from ringfence.engine.reconciler import Observations, step
+from ringfence.engine.reconciler import Observations, StratumProgress, error_since, step
 from ringfence.sim.fleet import Fleet
 from ringfence.sim.result import RunResult, summarise
 from ringfence.sim.scenario import Scenario
@@ -103,16 +103,35 @@ class RingfenceRun:
         self.is_exposed = np.zeros(fleet.size, dtype=bool)
         self.has_failed = np.zeros(fleet.size, dtype=bool)
         self.wave_exposed = np.zeros(len(plan.waves), dtype=np.int64)
+        self._trials(fleet.size, s)
+        self.verdicts: tuple[Verdict, ...] = ()
         self.failed_devices = 0
         self.failed_by_stratum = np.zeros(s, dtype=np.int64)
         self.first_failure_at: float | None = None
-        self.verdicts: tuple[Verdict, ...] = ()
         self.judged = True
         self.history: list[dict[str, Any]] = []
         self.state = RolloutState(Phase.DRAFT, 0, len(plan.waves))
         self.halted_at: float | None = None
         self.halt_reason = ""
         self.rollback_at = math.inf
+
+    def _trials(self, hosts: int, strata: int) -> None:
+        # Trials as the server's snapshot counts them (the in-flight window, canary before crowd)
+        # and as its tables show them (the engine's confirmations).
+        self.decided = np.zeros(hosts, dtype=bool)  # the host's trial ended (healthy or failed)
+        self.offered = np.zeros(strata, dtype=np.int64)  # hosts given the version (admitted), per stratum
+        self.offered_decided = np.zeros(strata, dtype=np.int64)
+        self.exposed_decided = np.zeros(strata, dtype=np.int64)
+        self.wave_offered = np.zeros((len(self.plan.waves), strata), dtype=np.int64)
+        self.pending = np.zeros(0, dtype=np.int64)  # hosts the current wave asks, not yet admitted
+        self.limited = False  # the last offer left hosts out for a window or a canary limit
+        self.offered_at_decisions = -1
+        self.last_offer_t = -math.inf
+        canaries = [canary_limit(self.table, k) for k in self.strata]
+        self.canary_limits = np.array([n for _, n in canaries], dtype=np.int64)
+        self.canary_healthy = np.array([min(self.plan.waves[i].gates.min_healthy, n) for i, n in canaries],
+                                       dtype=np.int64)
+        self.error_since: datetime | None = None
 
     # -- the run -------------------------------------------------------------------------------
     def run(self, seed: int, progress: Progress | None = None) -> RunResult:
@@ -145,6 +164,8 @@ class RingfenceRun:
             started = (self.state.wave_started_at - EPOCH).total_seconds()
             timers.append(started + self.plan.waves[self.state.wave].soak.total_seconds())
         due = min([nxt, *[x for x in timers if x > t]])
+        if not math.isfinite(due):
+            return self.scenario.horizon  # nothing can change any more: waiting is all that is left
         if due <= t + LOOK_S:
             return t + LOOK_S
         return math.ceil(due / LOOK_S) * LOOK_S
@@ -163,6 +184,14 @@ class RingfenceRun:
             self.halted_at = t
             self.halt_reason = reason
             self.rollback_at = t + self.scenario.agents.operator_rollback_after
+        elif intent is Intent.COMPLETE:
+            # The version is the content type's baseline now: every host still waiting gets it at
+            # its next check-in, with no admission (as the server answers them).
+            self.pending = self.pending[~np.isfinite(self.world.admitted[self.pending])]
+            self.world.offer(Offer(self.pending, t, self.state.wave))
+            self.pending = self.pending[:0]
+        elif intent is Intent.PAUSE:
+            self.world.close_offers(t)  # nobody waits in the simulator to resume it
         elif intent is Intent.ROLLBACK:
             self.world.close_offers(t)
             self.world.revoke(t)
@@ -171,11 +200,53 @@ class RingfenceRun:
         """Offer the wave to the hosts its cohort asks for (every earlier wave's included)."""
         cohort = self.table[wave]
         thresholds = np.array([cohort.threshold(k) for k in self.strata])
-        hosts = np.nonzero(self.matches[:, wave] & (self.world.fleet.bucket < thresholds[self.stratum]))[0]
-        caps = None
+        self.pending = np.nonzero(self.matches[:, wave] & (self.world.fleet.bucket < thresholds[self.stratum]))[0]
+        self.limited = True
+        self._offer_more(t, force=True)
+
+    def _offer_more(self, t: float, force: bool = False) -> None:
+        """Offer the current wave to more of its hosts, as the server would admit them: within
+        the wave's caps, its in-flight window (``max_in_trial`` devices per stratum in trial at
+        once) and, for a stratum without a confirmed canary, the canary's size
+        (:func:`ringfence.core.cohorts.admit` states the rules). Hosts left out wait for the next
+        offer, made when trials were decided since the last one."""
+        decisions = int(self.offered_decided.sum() + self.healthy.sum())
+        if not force and (not self.limited or decisions == self.offered_at_decisions
+                          or t - self.last_offer_t < (15.0 if self.pending.size > 1_000_000 else 0.0)):
+            return
+        self.offered_at_decisions, self.last_offer_t = decisions, t
+        self.pending = self.pending[~np.isfinite(self.world.admitted[self.pending])]
+        if not self.pending.size:
+            self.limited = False
+            return
+        wave = self.state.wave
+        cohort = self.table[wave]
+        room = np.full(len(self.strata), np.iinfo(np.int64).max // 4, dtype=np.int64)
+        limits = False
         if cohort.stratum_caps is not None:
-            caps = {i: cohort.cap(k) or 0 for i, k in enumerate(self.strata)}
-        self.world.offer(Offer(hosts, t, wave, caps, cohort.total_cap))
+            room = np.minimum(room, np.array([cohort.cap(k) or 0 for k in self.strata]) - self.wave_offered[wave])
+        window = self.plan.waves[wave].gates.max_in_trial
+        if window is not None:
+            room = np.minimum(room, window - (self.offered - self.offered_decided))
+            limits = True
+        unproven = self.healthy < self.canary_healthy
+        if unproven.any():
+            room = np.where(unproven, np.minimum(room, self.canary_limits - self.offered), room)
+            limits = True
+        room = room.clip(0)
+        total = None
+        if cohort.total_cap is not None:
+            total = max(int(cohort.total_cap - self.wave_offered[wave].sum()), 0)
+        caps = {i: int(n) for i, n in enumerate(room)} if (limits or cohort.stratum_caps is not None) else None
+        hosts = self.world.offer(Offer(self.pending, t, wave, caps, total))
+        if hosts.size:
+            counts = np.bincount(self.stratum[hosts], minlength=len(self.strata))
+            self.offered += counts
+            self.wave_offered[wave] += counts
+            self.offered_decided += np.bincount(self.stratum[hosts[self.decided[hosts]]], minlength=len(self.strata))
+        waiting = np.bincount(self.stratum[self.pending], minlength=len(self.strata)) - (
+            np.bincount(self.stratum[hosts], minlength=len(self.strata)) if hosts.size else 0)
+        self.limited = limits and bool(((room == 0) & (waiting > 0)).any() or (hosts.size == 0 and waiting.any()))
 
     # -- what the server hears -----------------------------------------------------------------
     def _read(self, ev: Events, t: float, dt: float) -> None:
@@ -191,7 +262,17 @@ class RingfenceRun:
             hosts = ev.host[intent]
             self.is_exposed[hosts] = True
             self.exposed += np.bincount(strata[intent], minlength=s)
+            self.exposed_decided += np.bincount(strata[intent][self.decided[hosts]], minlength=s)
             self.wave_exposed += np.bincount(self.world.wave[hosts].clip(0), minlength=len(self.wave_exposed))
+        ends = (ev.kind == HEALTHY) | (ev.kind == FAILURE)
+        if ends.any():
+            hosts = ev.host[ends]
+            first = np.isfinite(self.world.admitted[hosts]) & ~self.decided[hosts]
+            hosts = np.unique(hosts[first])
+            self.decided[hosts] = True
+            codes = self.stratum[hosts]
+            self.offered_decided += np.bincount(codes, minlength=s)
+            self.exposed_decided += np.bincount(codes[self.is_exposed[hosts]], minlength=s)
         for kind, counter in ((HEALTHY, self.healthy), (PAIR_EXPOSED, self.pairs_exposed),
                               (PAIR_PLACEBO, self.pairs_placebo)):
             mask = ev.kind == kind
@@ -244,11 +325,24 @@ class RingfenceRun:
         if self.state.phase is Phase.ROLLING_BACK:
             w = self.world
             still = int((np.isfinite(w.admitted) & ~(w.left <= t)).sum())
+        rolling = self.state.phase is Phase.ROLLING
+        if rolling:
+            self._offer_more(t)
+        self.error_since = error_since(self.error_since, self.verdicts, now) if rolling else None
+        wave = self.state.wave
+        progress = {self.strata[i]: StratumProgress(int(e), int(min(self.healthy[i], e)),
+                                                    int(max(e - self.exposed_decided[i], 0)))
+                    for i, e in enumerate(self.exposed) if e}
+        reach = None
+        if rolling and not self.wave_exposed[wave]:
+            unadmitted = int((~np.isfinite(self.world.admitted[self.pending])).sum())
+            reach = unadmitted + int(self.wave_offered[wave].sum())  # offered hosts are on their way
         obs = Observations(
             failed_devices=self.failed_devices,
             failed_by_stratum={self.strata[i]: int(n) for i, n in enumerate(self.failed_by_stratum) if n},
-            exposed_devices=int(self.exposed.sum()), wave_exposed=int(self.wave_exposed[self.state.wave]),
-            still_on_version=still, verdicts=self.verdicts if self.state.phase is Phase.ROLLING else ())
+            exposed_devices=int(self.exposed.sum()), wave_exposed=int(self.wave_exposed[wave]),
+            still_on_version=still, verdicts=self.verdicts if rolling else (), progress=progress,
+            wave_reach=reach, error_since=self.error_since)
         for action in step(self.state, self.plan, obs, now)[:1]:
             self._apply(action.intent, action.reason, t, "reconciler", dict(action.details))
 

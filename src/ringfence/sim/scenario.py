@@ -17,17 +17,19 @@ durations as ``45s``, ``30m``, ``2h``, ``1d``)::
       regions:                              # share of every platform, UTC offset (hours)
         us: {share: 0.4, utc_offset: -5}
       platforms:
-        windows: {hosts: 8500000, workstation_share: 0.7, os_versions: {"10": 0.7, "11": 0.3}}
+        windows: {hosts: 8500000, workstation_share: 0.7, os_versions: {"10": 0.7, "11": 0.3},
+                  arches: {x86_64: 0.9, arm64: 0.1}}        # architecture shares (default all x86_64)
     update:
       category: rapid-response              # the content type's category (health defaults)
       load: 5s                              # activation -> content loaded
       trial: 1m                             # the agent's trial: ``healthy`` this long after activation
     faults:                                 # what the update does to hosts that load it
-      - select: {platform: [windows], region: [...], os_version: [...]}   # all optional
+      - select: {platform: [windows], region: [...], os_version: [...], arch: [...]}   # all optional
         kind: crash-on-load                 # crash-on-load | hazard | delayed-crash
         probability: 1.0                    # crash-on-load: chance a host crashes as it loads
         boot_loop: true                     # crash-on-load / delayed-crash: crashes on every boot
-        silent: true                        # reports nothing while it loops (2024)
+        silent: true                        # reports nothing while it loops (2024); a loud loop
+                                            # reports its crash after the first reboot
         multiplier: 5                       # hazard: failure hazard x this while it runs the update
         after: 6h                           # delayed-crash: how long after activation
     background: {crash_rate: 0.00001}       # crashes per host-hour, whatever it runs
@@ -37,6 +39,9 @@ durations as ``45s``, ``30m``, ``2h``, ``1d``)::
       reboot: 90s                           # one crash -> reboot cycle
       boot_limit: 2                         # Ringfence's crash-loop guard
       report_delay: [30s, 3m]               # a loud failure reaches the server after its reboot
+      confirm_delay: [0s, 0s]               # a health confirmation reaches the server this late ...
+      lost_reports: 0.0                     # ... and this share of reports (failures and
+                                            # confirmations alike) never does
       peer_recovery_per_boot: 0.05          # other strategies' agents: chance per boot that a
                                             # looping host fetches the reverted content in time
       peer_boot_attempts: 15                # ... boots before it stops at a recovery screen
@@ -126,12 +131,13 @@ class Platform(_Model):
     hosts: int = Field(ge=0, le=50_000_000)
     workstation_share: float = Field(default=0.5, ge=0, le=1)
     os_versions: dict[str, float] = Field(default_factory=lambda: {"any": 1.0})
+    arches: dict[str, float] = Field(default_factory=lambda: {"x86_64": 1.0})
 
-    @field_validator("os_versions")
+    @field_validator("os_versions", "arches")
     @classmethod
     def _shares(cls, value: dict[str, float]) -> dict[str, float]:
         if not value or any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
-            raise ValueError("needs at least one version with a positive share")
+            raise ValueError("needs at least one value with a positive share")
         return value
 
 
@@ -170,6 +176,7 @@ class Select(_Model):
     platform: tuple[str, ...] = ()
     region: tuple[str, ...] = ()
     os_version: tuple[str, ...] = ()
+    arch: tuple[str, ...] = ()
 
 
 class Fault(_Model):
@@ -200,6 +207,8 @@ class Agents(_Model):
     reboot: float = 90.0
     boot_limit: int = Field(default=2, ge=1, le=10)
     report_delay: tuple[float, float] = (30.0, 180.0)
+    confirm_delay: tuple[float, float] = (0.0, 0.0)
+    lost_reports: float = Field(default=0.0, ge=0, lt=1)
     peer_recovery_per_boot: float = Field(default=0.05, ge=0, le=1)
     peer_boot_attempts: int = Field(default=15, ge=1, le=10_000)
     peer_crash_visibility: float = Field(default=1.0, ge=0, le=1)
@@ -207,7 +216,7 @@ class Agents(_Model):
 
     _durations = field_validator("reboot", "operator_rollback_after", mode="before")(_seconds)
 
-    @field_validator("report_delay", mode="before")
+    @field_validator("report_delay", "confirm_delay", mode="before")
     @classmethod
     def _delay(cls, value: Any) -> tuple[float, float]:
         low, high = _span(value, "[30s, 3m]")
@@ -258,6 +267,10 @@ class Scenario(_Model):
             for name in fault.select.region:
                 if name not in self.fleet.regions:
                     raise ValueError(f"faults[{i}].select.region {name!r} is not a region of the fleet")
+            arches = {a for p in self.fleet.platforms.values() for a in p.arches}
+            for name in fault.select.arch:
+                if name not in arches:
+                    raise ValueError(f"faults[{i}].select.arch {name!r} is not an architecture of the fleet")
         return self
 
     # -- derived ------------------------------------------------------------------------------
@@ -278,7 +291,7 @@ class Scenario(_Model):
     def fleet_spec(self) -> FleetSpec:
         f = self.fleet
         return FleetSpec(
-            platforms={name: PlatformSpec(p.hosts, dict(p.os_versions), p.workstation_share)
+            platforms={name: PlatformSpec(p.hosts, dict(p.os_versions), p.workstation_share, dict(p.arches))
                        for name, p in f.platforms.items()},
             regions=tuple(RegionSpec(name, r.share, r.utc_offset) for name, r in f.regions.items()),
             tenants=f.tenants, internal_hosts=f.internal_hosts, poll_median_s=f.poll.median,

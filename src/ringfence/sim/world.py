@@ -122,11 +122,12 @@ class World:
         self.healthy_at = np.full(n, INF)
         self.fault = np.full(n, -1, dtype=np.int8)
         for i, f in reversed(list(enumerate(self.scenario.faults))):
-            self.fault[self._selected(f.select.platform, f.select.region, f.select.os_version)] = i
+            self.fault[self._selected(f.select.platform, f.select.region, f.select.os_version, f.select.arch)] = i
         self._background()
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _selected(self, platforms: tuple[str, ...], regions: tuple[str, ...], versions: tuple[str, ...]) -> Bools:
+    def _selected(self, platforms: tuple[str, ...], regions: tuple[str, ...], versions: tuple[str, ...],
+                  arches: tuple[str, ...] = ()) -> Bools:
         fl = self.fleet
         mask = np.ones(fl.size, dtype=bool)
         if platforms:
@@ -135,6 +136,8 @@ class World:
             mask &= np.isin(fl.region, [fl.regions.index(r) for r in regions])
         if versions:
             mask &= np.isin(fl.os, [fl.os_names.index(v) for v in versions if v in fl.os_names])
+        if arches:
+            mask &= np.isin(fl.arch, [fl.arch_names.index(a) for a in arches if a in fl.arch_names])
         return mask
 
     def _background(self) -> None:
@@ -250,13 +253,27 @@ class World:
         self.recovered[hosts] = recovered
         self.left[hosts] = np.where(np.isfinite(recovered) & (self.looping[hosts] | in_trial), recovered, INF)
         if self.agent == "ringfence":
-            healthy_arrival = fl.contact_after(healthy, hosts)
+            low, high = ag.confirm_delay
+            healthy_arrival = fl.contact_after(healthy + self.rng.uniform(low, high, n), hosts)
+            healthy_arrival = np.where(self._lost(n), INF, healthy_arrival)
+            report = np.where(self._lost(n), INF, report)
             self._emit(healthy_arrival, hosts, HEALTHY)
             self._emit(report, hosts, FAILURE, reported_at)
             self._silence(hosts, activated, healthy_arrival, report)
+        # What other tools' crash metrics see: the update's crashes, and the background crashes of
+        # hosts while they run it (a metric cannot tell one from the other).
+        background = self.background[hosts]
+        background = np.where((background >= activated) & (background < crash), background, INF)
         seen = np.isfinite(crash) & (self.rng.random(n) < ag.peer_crash_visibility)
         self._emit(np.where(seen, crash + 60.0, INF), hosts, CRASH_SEEN, crash)
+        seen = np.isfinite(background) & (self.rng.random(n) < ag.peer_crash_visibility)
+        self._emit(np.where(seen, background + 60.0, INF), hosts, CRASH_SEEN, background)
         self._emit(np.where(np.isfinite(self.left[hosts]), self.left[hosts], INF), hosts, BACK)
+
+    def _lost(self, n: int) -> Bools:
+        """Which of ``n`` reports never reach the server (``agents.lost_reports``)."""
+        share = self.scenario.agents.lost_reports
+        return self.rng.random(n) < share if share > 0 else np.zeros(n, dtype=bool)
 
     def _crash_outcome(self, hosts: Ints, crash: Floats, loop: Bools, in_trial: Bools,
                        silent: Bools) -> tuple[Floats, Floats, Floats]:
@@ -276,10 +293,10 @@ class World:
         else:
             recovered = np.where(crashed & loop, self._peer_recovery(crash, n), recovered)
         recovered = np.where(crashed & ~loop, crash + ag.reboot, recovered)  # one crash, one reboot
-        # The report goes out when the host runs again (a silent loop says nothing before).
+        # A silent loop says nothing until the host runs again; a loud crash (looping or not) is
+        # reported after its first reboot.
         report = np.where(crashed, fl.reachable(recovered + self._report_delay(n), hosts), INF)
-        report = np.where(crashed & ~loop & ~silent, fl.reachable(crash + ag.reboot + self._report_delay(n), hosts),
-                          report)
+        report = np.where(crashed & ~silent, fl.reachable(crash + ag.reboot + self._report_delay(n), hosts), report)
         return recovered, report, crash
 
     def _next_boot_after(self, crash: Floats, when: float, loop: Bools) -> Floats:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from ringfence.analysis.verdicts import Verdict
 from ringfence.core.clock import utc
 from ringfence.core.errors import InvalidInput, NotFound, PlanError
 from ringfence.core.plan import parse_plan
@@ -38,13 +39,14 @@ from ringfence.core.rollout import Phase, Transition
 from ringfence.store.schema import ReleaseRow, WebhookDeliveryRow, WebhookRow
 from ringfence.validation import ValidationResult
 
-EVENTS = ("halt", "rollback", "complete", "validation_failed", "approval_needed")
+EVENTS = ("halt", "rollback", "complete", "validation_failed", "approval_needed", "judge_error", "pause")
 """What a subscription may ask for (all of them by default). ``test`` is sent on request only."""
 
 FORMATS = ("json", "slack")
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
-_PHASE_EVENTS = {Phase.HALTED: "halt", Phase.ROLLING_BACK: "rollback", Phase.COMPLETED: "complete"}
+_PHASE_EVENTS = {Phase.HALTED: "halt", Phase.ROLLING_BACK: "rollback", Phase.COMPLETED: "complete",
+                 Phase.PAUSED: "pause"}
 _MIN_SECRET = 16
 
 
@@ -168,6 +170,19 @@ def on_transition(s: Session, row: ReleaseRow, entry: Transition, now: datetime)
         details["approvals_required"] = row.approvals_required
     enqueue(s, event, release_payload(event, row, phase=entry.to_phase.value, wave=entry.to_wave, reason=reason,
                                       at=now, details=details), now, release_id=row.id)
+
+
+def on_judge_error(s: Session, row: ReleaseRow, errors: Sequence[Verdict], now: datetime) -> None:
+    """Enqueue ``judge_error`` when a rolling wave's judges start failing to run: the wave holds
+    (an error is never a pass) and, after the plan's ``error_pause_after``, pauses for a person."""
+    if not errors or not _wanted(s, "judge_error"):
+        return
+    first = errors[0]
+    reason = (f"{row.content_type} {row.version}: the {first.judge} judge could not run ({first.sentence}); "
+              "the wave holds until it can")
+    enqueue(s, "judge_error", release_payload("judge_error", row, phase=row.phase, wave=row.wave, reason=reason,
+                                              at=now, details={"verdicts": [v.as_dict() for v in errors[:20]]}),
+            now, release_id=row.id)
 
 
 def on_validation(s: Session, row: ReleaseRow, results: Iterable[ValidationResult], now: datetime) -> None:

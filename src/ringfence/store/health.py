@@ -1,6 +1,7 @@
 """The rollout's device timelines, read from the database for the judges.
 
-Exposed devices are those that sent the release's ``intent``; the control arm is every other
+Exposed devices are admitted devices that sent the release's ``intent`` (events about the
+release from devices it never admitted count for nothing); the control arm is every other
 device the plan's waves could select, in the strata that have exposure. A device's first failure
 of this content type since the rollout started (whatever version it ran) is its reported
 failure; its last check-in is when it was last heard from. Placebo devices (control devices asked
@@ -23,7 +24,7 @@ from ringfence.core.models import FAILURE_KINDS, DeviceAttributes, EventKind, st
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent
 from ringfence.engine.health import judge_rollout
-from ringfence.store.schema import DeviceRow, EventRow, HistoryRow, PlaceboRow, ReleaseRow
+from ringfence.store.schema import AdmissionRow, DeviceRow, EventRow, HistoryRow, PlaceboRow, ReleaseRow
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
@@ -43,15 +44,22 @@ def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> 
     if started is None:
         return [], 0
     started = utc(started) if after is None else max(utc(started), after)
-    exposed = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
+    # A device speaks only for itself, about what it was offered: what the release's events say
+    # counts only from devices the rollout admitted.
+    admitted = set(s.scalars(select(AdmissionRow.device_id).where(AdmissionRow.release_id == row.id)))
+    exposed = {d: at for d, at in _first(s, EventRow.release_id == row.id,
+                                         EventRow.kind == EventKind.INTENT.value).items() if d in admitted}
     if not exposed:
         return [], 0
-    healthy = _first(s, EventRow.release_id == row.id, EventRow.kind == EventKind.HEALTHY.value)
+    healthy = {d: at for d, at in _first(s, EventRow.release_id == row.id,
+                                         EventRow.kind == EventKind.HEALTHY.value).items() if d in admitted}
     failures: dict[str, tuple[datetime, str]] = {}
-    for device_id, kind, at, received in s.execute(
-            select(EventRow.device_id, EventRow.kind, EventRow.at, EventRow.received_at)
+    for device_id, kind, at, received, release_id in s.execute(
+            select(EventRow.device_id, EventRow.kind, EventRow.at, EventRow.received_at, EventRow.release_id)
             .where(EventRow.content_type == row.content_type, EventRow.kind.in_(_FAILURES),
                    EventRow.received_at >= started)):
+        if release_id == row.id and device_id not in admitted:
+            continue  # a failure of a version it was never given: not evidence about the release
         when = min(utc(at), utc(received))
         if device_id not in failures or when < failures[device_id][0]:
             failures[device_id] = (when, kind)

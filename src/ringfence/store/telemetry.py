@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from ringfence.analysis.judges import overall
@@ -19,12 +19,13 @@ from ringfence.core.clock import utc
 from ringfence.core.models import FAILURE_KINDS, REVERT_KINDS, EventKind
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase
-from ringfence.engine.reconciler import Observations
+from ringfence.engine.reconciler import Observations, StratumProgress
+from ringfence.engine.reconciler import waiting as engine_waiting
 from ringfence.store import change
 from ringfence.store.access import upsert
 from ringfence.store.health import rollout_verdicts
 from ringfence.store.policies import held_by_policy
-from ringfence.store.releases import get_content_type, get_release, history, release_plan
+from ringfence.store.releases import get_content_type, get_release, history, release_plan, rollout_state
 from ringfence.store.schema import (
     AdmissionRow,
     DeviceRow,
@@ -187,9 +188,15 @@ def record_events(s: Session, events: Iterable[Event]) -> None:
 
 def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observations:
     """The engine's view of one rollout, read from admissions, events and reported versions;
-    with ``now``, also the judges' verdicts on its strata (while it is rolling)."""
+    with ``now``, also the judges' verdicts on its strata (while it is rolling).
+
+    Only devices the rollout admitted speak for it: an event about the release from any other
+    device (another tenant's, a broken or hostile one) is left out of exposure, budgets,
+    confirmations and the judges."""
+    admitted = (select(AdmissionRow.device_id).where(AdmissionRow.release_id == row.id,
+                                                     AdmissionRow.device_id == EventRow.device_id).exists())
     exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
-                       .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)) or 0
+                       .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value, admitted)) or 0
     # A person who resumed a halted rollout has answered for the failures before that moment;
     # the budget counts the ones after it.
     since = _resumed_from_halt_at(s, row.id)
@@ -198,7 +205,7 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
     intent = aliased(EventRow)
     exposed_device = (select(intent.id).where(intent.release_id == row.id, intent.device_id == EventRow.device_id,
                                               intent.kind == EventKind.INTENT.value).exists())
-    failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES), exposed_device]
+    failures = [EventRow.release_id == row.id, EventRow.kind.in_(_FAILURES), exposed_device, admitted]
     if since is not None:
         failures.append(EventRow.received_at > since)
     by_stratum: dict[str, int] = dict(s.execute(
@@ -207,20 +214,58 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
     failed = s.scalar(select(func.count(func.distinct(EventRow.device_id))).where(*failures)) or 0
     # Walk the wave's admissions (bounded by its cap) and look each device's intent up by the
     # (device_id, event_id) index, rather than joining every intent of the rollout.
-    announced = (select(EventRow.id).where(EventRow.device_id == AdmissionRow.device_id,
-                                           EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
-                 .exists())
     wave_exposed = s.scalar(select(func.count()).select_from(AdmissionRow).where(
-        AdmissionRow.release_id == row.id, AdmissionRow.wave == row.wave, announced)) or 0
+        AdmissionRow.release_id == row.id, AdmissionRow.wave == row.wave, _reported(row.id, [EventKind.INTENT.value])
+    )) or 0
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
         still = exposed - _confirmed_back(s, row)
     verdicts: tuple[Verdict, ...] = ()
-    if now is not None and row.phase == Phase.ROLLING.value:
-        verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now, utc(since) if since is not None else None))
+    progress: dict[str, StratumProgress] = {}
+    if row.phase == Phase.ROLLING.value:
+        progress = trial_progress(s, row.id)
+        if now is not None:
+            resumed = utc(since) if since is not None else None
+            verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now, resumed))
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
                         wave_exposed=wave_exposed, still_on_version=still,
-                        failures_since=utc(since) if since is not None else None, verdicts=verdicts)
+                        failures_since=utc(since) if since is not None else None, verdicts=verdicts,
+                        progress=progress)
+
+
+_DECIDED = [EventKind.HEALTHY.value, *_FAILURES, *_REVERTS]
+
+
+def _reported(release_id: str, kinds: list[str]) -> Any:
+    """The admitted device (``AdmissionRow``) sent one of ``kinds`` about the release."""
+    return (select(EventRow.id).where(EventRow.device_id == AdmissionRow.device_id, EventRow.release_id == release_id,
+                                      EventRow.kind.in_(kinds)).exists())
+
+
+def trial_progress(s: Session, release_id: str) -> dict[str, StratumProgress]:
+    """Per stratum of admission: admitted devices that announced intent, confirmed health, and
+    are still in trial (exposed, neither healthy nor failed nor reverted)."""
+    intent = _reported(release_id, [EventKind.INTENT.value])
+    healthy = _reported(release_id, [EventKind.HEALTHY.value])
+    decided = _reported(release_id, _DECIDED)
+    rows = s.execute(select(AdmissionRow.stratum,
+                            func.sum(case((intent, 1), else_=0)),
+                            func.sum(case((and_(intent, healthy), 1), else_=0)),
+                            func.sum(case((and_(intent, ~decided), 1), else_=0)))
+                     .where(AdmissionRow.release_id == release_id).group_by(AdmissionRow.stratum)).all()
+    return {stratum: StratumProgress(int(e or 0), int(h or 0), int(u or 0)) for stratum, e, h, u in rows}
+
+
+def load_trials(s: Session, release_id: str) -> dict[str, bool]:
+    """Admitted devices whose trial is decided -> whether it ended healthy (the snapshot's
+    in-flight window starts from these after a restart)."""
+    out: dict[str, bool] = {}
+    for device_id, kind in s.execute(
+            select(EventRow.device_id, EventRow.kind).join(AdmissionRow, and_(
+                AdmissionRow.release_id == EventRow.release_id, AdmissionRow.device_id == EventRow.device_id))
+            .where(EventRow.release_id == release_id, EventRow.kind.in_(_DECIDED)).order_by(EventRow.at)):
+        out.setdefault(device_id, kind == EventKind.HEALTHY.value)
+    return out
 
 
 def _resumed_from_halt_at(s: Session, release_id: str) -> datetime | None:
@@ -249,11 +294,13 @@ def _confirmed_back(s: Session, row: ReleaseRow) -> int:
     return s.scalar(query) or 0
 
 
-def _verdicts_json(s: Session, row: ReleaseRow, plan: Plan, now: datetime) -> dict[str, Any]:
+def _verdicts_json(s: Session, row: ReleaseRow, plan: Plan, now: datetime,
+                   verdicts: Sequence[Verdict] | None = None) -> dict[str, Any]:
     if Phase(row.phase) not in (Phase.ROLLING, Phase.PAUSED, Phase.HALTED):
         return {}
-    since = _resumed_from_halt_at(s, row.id)
-    verdicts = rollout_verdicts(s, row, plan, now, utc(since) if since is not None else None)
+    if verdicts is None:
+        since = _resumed_from_halt_at(s, row.id)
+        verdicts = rollout_verdicts(s, row, plan, now, utc(since) if since is not None else None)
     wave: dict[str, Any] = {"overall": overall(verdicts).value,
                             "strata": [v.as_dict() for v in verdicts if v.stratum != "*"]}
     rollout = next((v for v in verdicts if v.stratum == "*"), None)
@@ -279,13 +326,23 @@ def _wave_state(phase: Phase, index: int, current: int) -> str:
     return {Phase.ROLLING: "active", Phase.PAUSED: "paused", Phase.HALTED: "halted"}.get(phase, phase.value)
 
 
-def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> dict[str, Any]:
+def rollout_status(s: Session, release_id: str, now: datetime | None = None,
+                   reach: Callable[[str, datetime], int | None] | None = None) -> dict[str, Any]:
     """The rollout as the CLI and dashboard show it (``ringfence rollout status --json``). With
-    ``now``, ``verdicts`` holds the judges' current verdicts for the current wave, per stratum;
-    the verdicts that decided earlier waves are in the history's details."""
+    ``now``, ``verdicts`` holds the judges' current verdicts for the current wave, per stratum
+    (the verdicts that decided earlier waves are in the history's details), and ``waiting``
+    what a rolling wave still waits for before it may be promoted (empty: nothing), with the
+    confirmations per stratum in ``progress``. ``reach``: how many devices the current wave could
+    still take (the snapshot knows), asked only when the wave exposed nobody yet."""
     row = get_release(s, release_id)
     plan = release_plan(row)
     phase = Phase(row.phase)
+    obs = observe(s, row, now) if now is not None and phase is Phase.ROLLING else None
+    waiting: list[str] = []
+    if obs is not None and now is not None:
+        if obs.wave_exposed == 0 and reach is not None:
+            obs = replace(obs, wave_reach=reach(row.id, now))
+        waiting = engine_waiting(rollout_state(row), plan, obs, now)
     admitted = dict(s.execute(select(AdmissionRow.wave, func.count()).where(AdmissionRow.release_id == row.id)
                               .group_by(AdmissionRow.wave)).all())
     exposed = _per_wave(s, row.id, [EventKind.INTENT.value])
@@ -302,7 +359,8 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
             "share": wave.share,
             "max_devices": {"total": wave.cap.total, "per_stratum": wave.cap.per_stratum},
             "soak_s": wave.soak.total_seconds(), "failure_budget": wave.gates.failure_budget,
-            "min_devices": wave.gates.min_devices,
+            "min_devices": wave.gates.min_devices, "min_healthy": wave.gates.min_healthy,
+            "max_undecided": wave.gates.max_undecided, "max_in_trial": wave.gates.max_in_trial,
         })
     validation = validation_json(s, row.id, row.content_type)
     return {
@@ -316,7 +374,10 @@ def rollout_status(s: Session, release_id: str, now: datetime | None = None) -> 
         # enrolled devices their channel policy keeps out of this content type's rollouts, by reason
         "held_by_policy": held_by_policy(s, row.content_type, now),
         "health": plan.health.as_dict(),  # the judges' settings (the category's defaults where the plan is silent)
-        "verdicts": _verdicts_json(s, row, plan, now) if now is not None else {},
+        "verdicts": _verdicts_json(s, row, plan, now, obs.verdicts if obs is not None else None)
+        if now is not None else {},
+        "waiting": waiting,
+        "progress": {k: p.as_dict() for k, p in sorted(obs.progress.items())} if obs is not None else {},
         "history": [{
             "at": utc(h.at).isoformat(), "intent": h.intent, "from": h.from_phase, "to": h.to_phase,
             "from_wave": h.from_wave, "to_wave": h.to_wave, "actor": h.actor, "reason": h.reason,

@@ -201,7 +201,9 @@ def test_a_small_control_group_hands_over_to_the_baseline_judge() -> None:
     tracks += [Track("c0", W, since=at(0), last_heard=at(59))]
     data = tally(tracks, at(60), SILENCE)[W]
     hazard = HazardRatioJudge(min_control=20)
-    assert hazard.judge(data).phase is VerdictPhase.INCONCLUSIVE
+    alone = hazard.judge(data)
+    assert alone.phase is VerdictPhase.RUNNING  # no comparison is possible: never a pass
+    assert "1 control devices, fewer than 20" in alone.sentence
     verdicts = judge_all([data], [hazard], baseline=BaselineJudge(baseline_rate=0.001, limit=None))
     assert [(v.judge, v.phase) for v in verdicts] == [("baseline", VerdictPhase.PASSED)]
     assert "0 of 50 exposed failed in 50.0 device-hours, 0.05 expected" in verdicts[0].sentence

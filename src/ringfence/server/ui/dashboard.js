@@ -294,6 +294,17 @@ function renderActions(st, who) {
   $("#action-hint").textContent = mayAct ? "" : `Signed in as ${role}: you can watch, not act.`;
 }
 
+function renderWaiting(st) {
+  // What the current wave still needs before it may be promoted: evidence, never elapsed time.
+  const box = $("#waiting");
+  const lines = st.waiting || [];
+  box.hidden = !lines.length;
+  if (lines.length) {
+    fill(box, h("div", {class: "title", text: `Wave ${st.wave_name} is waiting for`}),
+      h("ul", {}, ...lines.map((line) => h("li", {text: line}))));
+  }
+}
+
 function renderWaves(st) {
   const rows = st.waves.map((w) => h("tr", {class: w.index === st.wave ? "current" : ""},
     h("td", {text: `${w.index + 1}. ${w.name}`}),
@@ -468,6 +479,7 @@ async function rolloutPage() {
     renderSummary(st);
     renderBanners(st);
     renderActions(st, who);
+    renderWaiting(st);
     renderWaves(st);
     if (curves) renderHealth(st, curves);
     renderHistory(st);
