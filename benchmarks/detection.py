@@ -112,6 +112,7 @@ class Config:
     waves: tuple[tuple[float, float], ...] = ((0.0, 0.01), (4.0, 0.05))  # (start hour, cumulative share)
     alpha: float = 0.01
     wald_beta: float = 0.01
+    split: int = 1  # each platform x region stratum judged as this many (e.g. os_version x arch)
 
     @property
     def placebo_wait_h(self) -> float:
@@ -171,10 +172,13 @@ class Fleet:
         n_strata = len(PLATFORMS) * len(REGIONS)
         small = round(cfg.devices * cfg.small_share)
         rest = cfg.devices - small
-        sizes = np.full(n_strata, rest // (n_strata - 1))
-        sizes[: rest % (n_strata - 1)] += 1
-        sizes[SMALL] = small
-        stratum = np.repeat(np.arange(n_strata), sizes)
+        base = np.full(n_strata, rest // (n_strata - 1))
+        base[: rest % (n_strata - 1)] += 1
+        base[SMALL] = small
+        # finer strata: every platform x region stratum split into ``split`` equal parts
+        sizes = np.repeat(base // cfg.split, cfg.split)
+        sizes[::cfg.split] += base % cfg.split
+        stratum = np.repeat(np.arange(n_strata * cfg.split), sizes)
         pos = np.arange(cfg.devices) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         wave_start = np.full(cfg.devices, INF)
         for start, share in reversed(cfg.waves):  # earlier waves overwrite: cumulative shares
@@ -184,7 +188,7 @@ class Fleet:
         placebo_start = np.full(cfg.devices, INF)
         for start, share in reversed(cfg.waves):
             placebo_start[baseline & (pos - last < np.round(share * sizes[stratum]))] = start
-        return cls(cfg, stratum, stratum % len(REGIONS), sizes, wave_start, baseline, placebo_start)
+        return cls(cfg, stratum, (stratum // cfg.split) % len(REGIONS), sizes, wave_start, baseline, placebo_start)
 
     @property
     def offsets(self) -> np.ndarray:
@@ -405,7 +409,7 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         keep = cycles.is_on(at, rows) & (u[rows, cols] * 1.5 < cycles.usage(at, rows))
         f0 = np.full(n, INF)
         np.minimum.at(f0, rows[keep], at[keep])
-    affected = np.ones(n, dtype=bool) if fault.scope == "fleet" else fleet.stratum == SMALL
+    affected = np.ones(n, dtype=bool) if fault.scope == "fleet" else fleet.stratum // fleet.cfg.split == SMALL
     g = np.full(n, INF)  # time from activation to the fault's failure
     excess_rate, excess_onset = 0.0, 0.0
     if fault.kind in ("crash-on-load", "silent"):
@@ -1307,7 +1311,7 @@ def assemble(cfg: Config, merged: dict[int, dict[str, Any]]) -> dict[str, Any]:
         per["ringfence"]["halted_by"] = {judge: by.count(judge) for judge in sorted(set(by))}
         if fault.scope == "stratum":
             halted = [s for (t, _), s in zip(m["rows"]["ringfence"], m["where"], strict=True) if t <= cfg.horizon_h]
-            per["ringfence"]["halts_in_faulty_stratum"] = sum(s == SMALL for s in halted)
+            per["ringfence"]["halts_in_faulty_stratum"] = sum(s // cfg.split == SMALL for s in halted)
         results[fault.key] = {"label": fault.label, "detectors": per}
     return {"results": results, "argo_tuned_threshold": tuned, "argo_tuned_target": argo_target,
             "argo_tuned_false_halt_rate": argo_false(tuned), "argo_common_threshold": ARGO_COMMON_THRESHOLD,
@@ -1367,9 +1371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--split", type=int, default=1,
+                        help="judge each platform x region stratum as this many finer strata (default 1: 12 strata)")
     args = parser.parse_args(argv)
 
-    cfg = Config()
+    cfg = Config(split=args.split)
     fault_runs = args.rollouts or (200 if args.quick else 1000)
     good_runs = max(fault_runs, 1000)
     jobs = args.jobs or os.cpu_count() or 1
@@ -1386,7 +1392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     if not args.json:
         print(file=sys.stderr)
-        print(f"Detection benchmark: {cfg.devices:,} devices, 12 strata (one holding {cfg.small_share:.0%}), waves "
+        print(f"Detection benchmark: {cfg.devices:,} devices, {12 * cfg.split} strata (one platform x region "
+              f"holding {cfg.small_share:.0%}), waves "
               + ", ".join(f"{share:.0%} at {start:g} h" for start, share in cfg.waves)
               + f", horizon {cfg.horizon_h:g} h, baseline {cfg.baseline_rate:.1%}/h, alpha {cfg.alpha}")
         print(f"{fault_runs} rollouts per fault, {good_runs} per good rollout (F5, F6); seed {args.seed}; "

@@ -9,8 +9,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from ringfence.core.cohorts import TrialLimits
 from ringfence.core.models import EventKind
 from ringfence.core.rollout import Intent
 from ringfence.store.access import Sighting, record_sightings
@@ -216,3 +218,28 @@ def test_rollout_status_of_a_completed_rollout(db: Database) -> None:
 def _status(db: Database, release_id: str) -> dict[str, Any]:
     with db.session() as s:
         return rollout_status(s, release_id)
+
+
+# --- the in-flight window and canary across nodes ----------------------------------------------
+
+def test_the_database_holds_the_in_flight_window_and_the_canary_for_every_node(db: Database) -> None:
+    """Several nodes each know only their own admissions; the store counts everyone's trials
+    (on PostgreSQL, under the rollout's lock) before it admits: a window of 2 and a canary of 3."""
+    if db.is_sqlite:
+        pytest.skip("one process admits on SQLite: its snapshot holds every admission")
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")
+    limits = TrialLimits(window=2, canary_size=3, canary_healthy=1)
+
+    def ask(*device_ids: str) -> list[str]:
+        with db.session() as s:
+            refused = record_admissions(s, [Admission(release_id, d, 0, WIN, at(0), limits=limits)
+                                            for d in device_ids], shared=True)
+        return [a.device_id for a in refused]
+
+    assert ask("d1", "d2", "d3") == ["d3"]  # two in trial at once
+    assert ask("d3") == ["d3"]  # another node asks: still two undecided
+    report(db, event("d1", EventKind.INTENT, release_id), event("d1", EventKind.FAILED, release_id))
+    assert ask("d3", "d4") == ["d4"]  # d1's trial ended (badly): one slot, and the canary of 3 is full
+    report(db, event("d2", EventKind.INTENT, release_id), event("d2", EventKind.HEALTHY, release_id))
+    assert ask("d4") == []  # canaried now: a slot is free and the crowd may follow

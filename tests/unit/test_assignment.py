@@ -101,11 +101,12 @@ def test_rolling_admits_within_the_cap() -> None:
     # The cap is full: a device that would fit the wave's share is not admitted any more.
     waiting = [d for d in FLEET if d not in admitted and 0.05 <= position(d) < 0.5]
     assert waiting
+    canaried = Admissions(by_stratum, by_wave, healthy={STRATUM: 5})
     for device_id in waiting:
-        assert decide(v, device_id, ATTRS, None, Admissions(by_stratum, by_wave, healthy={STRATUM: 5})) == Decision(BASELINE)
+        assert decide(v, device_id, ATTRS, None, canaried) == Decision(BASELINE)
     # The next wave takes them.
     for device_id in waiting:
-        assert decide(view(wave=2), device_id, ATTRS, None, Admissions(by_stratum, by_wave, healthy={STRATUM: 5})) == Decision(
+        assert decide(view(wave=2), device_id, ATTRS, None, canaried) == Decision(
             NEW, admit_wave=2
         )
 

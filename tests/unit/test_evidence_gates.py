@@ -77,15 +77,15 @@ class Control:
     most_exposed: int = 0
 
     def admissions(self) -> Admissions:
-        in_trial: Counter[str] = Counter(st for d, (_, st) in self.admitted.items()
+        in_trial: Counter[str] = Counter(where for d, (_, where) in self.admitted.items()
                                          if d not in self.healthy and d not in self.failed)
         healthy: Counter[str] = Counter(self.admitted[d][1] for d in self.healthy)
         return Admissions(self.by_stratum, self.by_wave, in_trial=in_trial, healthy=healthy)
 
     def observations(self, table: tuple, now: datetime) -> Observations:
         progress: dict[str, StratumProgress] = {}
-        for key in sorted({st for _, st in self.admitted.values()}):
-            mine = [d for d, (_, st) in self.admitted.items() if st == key and d in self.announced]
+        for key in sorted({where for _, where in self.admitted.values()}):
+            mine = [d for d, (_, where) in self.admitted.items() if where == key and d in self.announced]
             healthy = sum(d in self.healthy for d in mine)
             undecided = sum(d not in self.healthy and d not in self.failed for d in mine)
             progress[key] = StratumProgress(len(mine), healthy, undecided)

@@ -177,6 +177,25 @@ def canary_limit(table: tuple[WaveCohort, ...], stratum: str) -> tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
+class TrialLimits:
+    """What holds a stratum's admissions back besides the caps: ``window`` devices in trial at
+    once (None: no window), and — until ``canary_healthy`` of them confirmed health — no more
+    than ``canary_size`` devices in all."""
+
+    window: int | None
+    canary_size: int
+    canary_healthy: int
+
+
+def trial_limits(plan: Plan, table: tuple[WaveCohort, ...], stratum: str, current_wave: int) -> TrialLimits:
+    """The in-flight window of the current wave and the stratum's canary (see :func:`admit`);
+    the store checks the same limits again when several nodes admit."""
+    current = plan.waves[min(current_wave, len(plan.waves) - 1)]
+    canary, size = canary_limit(table, stratum)
+    return TrialLimits(current.gates.max_in_trial, size, min(plan.waves[canary].gates.min_healthy, size))
+
+
+@dataclass(frozen=True, slots=True)
 class Admissions:
     """Read-only view of who a rollout has admitted so far: per (wave, stratum) and per wave;
     per stratum, admitted devices whose trial is still undecided (``in_trial``) and devices that
@@ -203,13 +222,11 @@ def admit(
     canary-before-crowd limit apply (see the module's invariants).
     """
     key = stratum_key(attrs, plan.strata)
-    current = plan.waves[min(current_wave, len(plan.waves) - 1)]
-    window = current.gates.max_in_trial
-    if window is not None and admissions.in_trial.get(key, 0) >= window:
+    limits = trial_limits(plan, table, key, current_wave)
+    if limits.window is not None and admissions.in_trial.get(key, 0) >= limits.window:
         return None  # wait until earlier trials are decided
-    canary, canary_size = canary_limit(table, key)
-    unproven = admissions.healthy.get(key, 0) < min(plan.waves[canary].gates.min_healthy, canary_size)
-    if unproven and sum(n for (_, k), n in admissions.by_stratum.items() if k == key) >= canary_size:
+    unproven = admissions.healthy.get(key, 0) < limits.canary_healthy
+    if unproven and sum(n for (_, k), n in admissions.by_stratum.items() if k == key) >= limits.canary_size:
         return None  # not canaried yet: no crowd before a confirmation, whichever wave would take it
     for index in range(min(current_wave, len(plan.waves) - 1) + 1):
         wave = plan.waves[index]

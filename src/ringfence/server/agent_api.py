@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ringfence.core.assignment import Decision, RolloutView, Target
+from ringfence.core.cohorts import TrialLimits, trial_limits
 from ringfence.core.errors import InvalidInput, ReplayedCheckIn, Unauthorized
 from ringfence.core.models import FAILURE_KINDS, DeviceAttributes
 from ringfence.core.plan import Activation
@@ -29,7 +30,7 @@ from ringfence.server import auth
 from ringfence.server.ingest import AdmissionRefused
 from ringfence.server.runtime import Runtime
 from ringfence.server.schemas import AttributesIn, CheckInIn, RevocationsIn
-from ringfence.server.snapshot import DeviceState, PlaceboStep
+from ringfence.server.snapshot import DeviceState, FleetSnapshot, PlaceboStep
 from ringfence.store import access
 from ringfence.store.access import Sighting
 from ringfence.store.telemetry import Admission, Event, PlaceboAsked, PlaceboSeen
@@ -176,8 +177,9 @@ def _decide_all(rt: Runtime, device_id: str, now: datetime) -> tuple[dict[str, A
         view = snap.views.get(content_type)
         if decision.admit_wave is not None and stratum is not None and target is not None and view is not None:
             cohort = view.table[decision.admit_wave]
+            limits = _shared_limits(snap, view, stratum)
             fut = rt.batcher.submit(Admission(target.release_id or "", device_id, decision.admit_wave, stratum, now,
-                                              cohort.cap(stratum), cohort.total_cap), durable=True)
+                                              cohort.cap(stratum), cohort.total_cap, limits), durable=True)
             assert fut is not None
             admitted.append((fut, content_type, view.release_id, stratum, view.baseline))
         elif decision.admit_wave is None:
@@ -190,6 +192,20 @@ def _decide_all(rt: Runtime, device_id: str, now: datetime) -> tuple[dict[str, A
         if answer is not None:
             desired[content_type] = answer
     return desired, admitted, interval
+
+
+def _shared_limits(snap: FleetSnapshot, view: RolloutView, stratum: str) -> TrialLimits | None:
+    """The in-flight window and canary the database checks again when several nodes admit (this
+    node knows only its own admissions and the events it received): while the stratum is not
+    canaried here, or once this node alone holds a quarter of the window in trial. Counting
+    every node's trials reads the stratum's admissions, so it is not done while it cannot matter."""
+    limits = trial_limits(view.plan, view.table, stratum, view.wave)
+    entry = snap.admissions.get(view.release_id)
+    healthy = entry.healthy.get(stratum, 0) if entry is not None else 0
+    in_trial = entry.in_trial.get(stratum, 0) if entry is not None else 0
+    if healthy < limits.canary_healthy or (limits.window is not None and 4 * in_trial >= limits.window):
+        return limits
+    return None
 
 
 def _check_sequence(device_id: str, state: DeviceState, sequence: int | None) -> None:

@@ -9,7 +9,12 @@ check: their agents behave as the 2024 agent did.
 **Assumption shared by every model — what a crash looks like to the tool.** A tool's metric
 sees a crash about a minute after it happens (crash telemetry, an alarm's data point), for the
 share of crashes :attr:`Agents.peer_crash_visibility` (1.0 by default: generous to the tools, since
-a host in a silent boot loop sends nothing itself). Hosts that are down send no requests.
+a host in a silent boot loop sends nothing itself). It sees every crash of a host running the
+update, the update's and the background's alike (it cannot tell them apart), so a threshold of
+"one crash" would trip on healthy updates of a large fleet: alarms and analyses trip at the
+smallest count per minute that the background alone reaches less than once in 10,000 minutes
+(at least 1), and the 2024 vendor reacted to crashes above that. Hosts that are down send no
+requests.
 
 Sources:
 
@@ -22,7 +27,8 @@ Sources:
   time 30 minutes); ``AppConfig.Canary10Percent20Minutes`` (exponential, growth factor 10 %, over
   20 minutes, bake time 10 minutes: 10, 20, 40, 80, 100 %). AppConfig rolls a deployment back when
   a CloudWatch alarm it monitors goes into ALARM during the deployment or its bake time; the
-  alarm here: crashes >= 1 in a 1-minute period, one datapoint to alarm, evaluated a minute later.
+  alarm here: crashes in a 1-minute period at or above a threshold tuned to the background rate
+  (see below), one datapoint to alarm, evaluated a minute later.
 * *Argo Rollouts* canary (Argo Rollouts docs, "Canary" and "Analysis"): ``setWeight`` 5, 25, 50,
   100 with a 10-minute pause after each (a common configuration; pauses are the user's choice),
   a background analysis measuring crashes every minute with ``failureLimit: 0`` (the first failed
@@ -77,6 +83,18 @@ STRATEGIES: tuple[PeerStrategy, ...] = (
 )
 
 
+def _poisson_limit(mean: float, chance: float) -> int:
+    """The smallest k >= 1 with P(Poisson(mean) >= k) <= chance."""
+    if mean <= 0:
+        return 1
+    k, pmf, tail = 0, math.exp(-mean), 1.0
+    while tail - pmf > chance or k == 0:
+        tail -= pmf
+        k += 1
+        pmf *= mean / k
+    return max(k + 1, 1)
+
+
 class PeerRun:
     def __init__(self, scenario: Scenario, fleet: Fleet, strategy: PeerStrategy, rng: np.random.Generator) -> None:
         self.scenario, self.fleet, self.strategy = scenario, fleet, strategy
@@ -106,14 +124,16 @@ class PeerRun:
             ev = self.world.read(t)
             seen = ev.time[ev.kind == CRASH_SEEN]
             minute_crashes = [float(x) for x in seen]
-            if seen.size and self.first_seen is None:
+            limit = self._crash_limit(t)
+            if len(minute_crashes) >= limit and self.first_seen is None:
                 self.first_seen = float(seen.min())
             if self.reverted_at is None and t > 0:
                 tripped = False
-                if st.detector in ("alarm", "argo") and t <= st.watch_until_s + MINUTE and minute_crashes:
+                if (st.detector in ("alarm", "argo") and t <= st.watch_until_s + MINUTE
+                        and len(minute_crashes) >= limit):
                     tripped = True
-                    what = "CloudWatch alarm: crashes >= 1 in a minute" if st.detector == "alarm" else \
-                        "analysis measurement failed (failureLimit 0)"
+                    what = (f"CloudWatch alarm: crashes >= {limit} in a minute" if st.detector == "alarm" else
+                            f"analysis measurement failed ({limit} or more crashes; failureLimit 0)")
                 elif st.detector == "flagger" and self.share < 1.0:
                     ok = self._success_rate(t, len(minute_crashes)) >= 0.99
                     if ok and flagger_weight < 0.5:
@@ -167,6 +187,17 @@ class PeerRun:
         self.world.close_offers(t)
         self.world.revoke(t)
         self.history.append({"at_s": round(t, 1), "reverted": reason})
+
+    def _crash_limit(self, t: float) -> int:
+        """The crashes in a minute that trip a tool's alarm: at least 1, and above what the hosts
+        running the update crash anyway (the scenario's background rate) with a false-alarm chance
+        of 1 in 10,000 minutes — a threshold its operators would have tuned, since the metric
+        cannot tell the update's crashes from the others."""
+        w = self.world
+        running = int((np.isfinite(w.admitted) & (w.admitted <= t)).sum())
+        rate = self.scenario.background.crash_rate * self.scenario.agents.peer_crash_visibility
+        expected = rate * running * MINUTE / 3600.0
+        return _poisson_limit(expected, 1e-4)
 
     def _success_rate(self, t: float, crashes: int) -> float:
         """Check-ins per minute of the hosts running the canary that are up, against crash reports."""

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from ringfence.analysis.judges import overall
 from ringfence.analysis.verdicts import Verdict
 from ringfence.core.clock import utc
+from ringfence.core.cohorts import TrialLimits
 from ringfence.core.models import FAILURE_KINDS, REVERT_KINDS, EventKind
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase
@@ -44,7 +45,9 @@ _REVERTS = [k.value for k in REVERT_KINDS]
 @dataclass(frozen=True, slots=True)
 class Admission:
     """A device joining a wave. ``stratum_cap`` and ``total_cap`` are the wave's caps as the
-    admitting node computed them, checked again in the database when several nodes admit."""
+    admitting node computed them, and ``limits`` the stratum's in-flight window and canary
+    (:func:`ringfence.core.cohorts.trial_limits`); all are checked again in the database when
+    several nodes admit."""
 
     release_id: str
     device_id: str
@@ -53,6 +56,7 @@ class Admission:
     at: datetime
     stratum_cap: int | None = None
     total_cap: int | None = None
+    limits: TrialLimits | None = None
 
 
 def record_admissions(s: Session, admissions: Sequence[Admission], *, shared: bool = False) -> list[Admission]:
@@ -73,8 +77,8 @@ def record_admissions(s: Session, admissions: Sequence[Admission], *, shared: bo
     rolling = set(s.scalars(select(ReleaseRow.id).where(ReleaseRow.id.in_(ids), ReleaseRow.phase == Phase.ROLLING.value)
                             .with_for_update(read=True)))
     refused = [a for a in admissions if a.release_id not in rolling]
-    capped = [a for a in admissions if a.release_id in rolling and (a.stratum_cap is not None or
-                                                                   a.total_cap is not None)]
+    capped = [a for a in admissions if a.release_id in rolling and (
+        a.stratum_cap is not None or a.total_cap is not None or a.limits is not None)]
     if shared and capped:
         refused += _over_cap(s, capped)
     accepted = [a for a in admissions if a not in refused]
@@ -100,18 +104,37 @@ def _over_cap(s: Session, capped: Sequence[Admission]) -> list[Admission]:
         by_wave: Counter[int] = Counter()
         for (w, _), n in by_stratum.items():
             by_wave[w] += n
+        trials = _trials_by_stratum(s, release_id, sorted({a.stratum for a in mine if a.limits is not None}))
         for a in mine:
             if a.device_id in known:
                 continue  # a retry: already counted
             full = (a.stratum_cap is not None and by_stratum[(a.wave, a.stratum)] >= a.stratum_cap) or (
                 a.total_cap is not None and by_wave[a.wave] >= a.total_cap)
+            admitted, in_trial, healthy = trials.get(a.stratum, (0, 0, 0))
+            if a.limits is not None and not full:
+                full = (a.limits.window is not None and in_trial >= a.limits.window) or (
+                    healthy < a.limits.canary_healthy and admitted >= a.limits.canary_size)
             if full:
                 refused.append(a)
                 continue
             known.add(a.device_id)
             by_stratum[(a.wave, a.stratum)] += 1
             by_wave[a.wave] += 1
+            trials[a.stratum] = (admitted + 1, in_trial + 1, healthy)
     return refused
+
+
+def _trials_by_stratum(s: Session, release_id: str, strata: list[str]) -> dict[str, tuple[int, int, int]]:
+    """stratum -> (admitted, still in trial, confirmed healthy) over every node's admissions."""
+    if not strata:
+        return {}
+    healthy = _reported(release_id, [EventKind.HEALTHY.value])
+    decided = _reported(release_id, _DECIDED)
+    rows = s.execute(select(AdmissionRow.stratum, func.count(), func.sum(case((~decided, 1), else_=0)),
+                            func.sum(case((healthy, 1), else_=0)))
+                     .where(AdmissionRow.release_id == release_id, AdmissionRow.stratum.in_(strata))
+                     .group_by(AdmissionRow.stratum)).all()
+    return {st: (int(n), int(u or 0), int(h or 0)) for st, n, u, h in rows}
 
 
 def _lock_key(release_id: str) -> int:

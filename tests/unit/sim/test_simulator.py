@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from ringfence.core.errors import InvalidInput
+from ringfence.core.plan import parse_plan
 from ringfence.plans import default_plan
-from ringfence.sim.peers import STRATEGIES, PeerRun
+from ringfence.sim.peers import STRATEGIES, PeerRun, _poisson_limit
 from ringfence.sim.result import RunResult
 from ringfence.sim.ringfence import RingfenceRun
 from ringfence.sim.run import build_fleet, compare, run_plan
 from ringfence.sim.scenario import ScenarioError, load_scenario, parse_scenario
+from ringfence.sim.world import CRASH_SEEN, FAILURE, HEALTHY, Offer, World
 
 SMALL = 30_000
 
@@ -119,3 +121,89 @@ def test_scenario_errors_name_every_field_and_line() -> None:
         parse_scenario(fixed.replace("  - kind: meltdown\n", "").replace("colour: blue\n", ""))
     with pytest.raises(InvalidInput, match=r"no scenario 'nowhere\.yaml'"):
         load_scenario("nowhere.yaml")
+
+
+FAULT_FLEET = """
+name: {name}
+horizon: 6h
+fleet:
+  internal_hosts: 0
+  regions: {{eu: {{share: 1.0}}}}
+  platforms:
+    windows: {{hosts: 4000, workstation_share: 0.0, os_versions: {{"11": 1.0}}, arches: {{x86_64: 0.75, arm64: 0.25}}}}
+faults:
+  - select: {{platform: [windows], arch: [arm64]}}
+    kind: crash-on-load
+    boot_loop: true
+    silent: {silent}
+agents:
+  lost_reports: {lost}
+"""
+
+
+def _world(silent: bool, lost: float = 0.0) -> RingfenceRun:
+    scenario = parse_scenario(FAULT_FLEET.format(name="arm64", silent=str(silent).lower(), lost=lost))
+    plan = parse_plan("name: p\nstrata: [platform, arch]\nwaves:\n  - {name: all, share: 1.0, soak: 1m}\n",
+                      category=scenario.category)
+    return RingfenceRun(scenario, build_fleet(scenario, 7), plan, np.random.default_rng(7))
+
+
+def test_a_fault_selects_by_architecture_and_arch_is_a_stratum() -> None:
+    run = _world(silent=True)
+    assert run.strata == ["windows/arm64", "windows/x86_64"]
+    world = run.world
+    arm = world.fleet.arch == world.fleet.arch_names.index("arm64")
+    assert (world.fault[arm] == 0).all() and (world.fault[~arm] == -1).all()
+    assert 0.2 < arm.mean() < 0.3
+
+
+def test_silent_changes_what_a_looping_fault_reports() -> None:
+    """A loud loop reports its crash after the first reboot; a silent one only once the host
+    runs again (the crash-loop guard's revert)."""
+    first: dict[bool, float] = {}
+    for silent in (True, False):
+        run = _world(silent)
+        world = run.world
+        hosts = np.nonzero(world.fleet.arch == world.fleet.arch_names.index("arm64"))[0][:50]
+        world.offer(Offer(hosts, 0.0))
+        ev = world.read(world.scenario.horizon)
+        reports = ev.time[ev.kind == FAILURE]
+        first[silent] = float(reports.min())
+    reboot, limit = run.scenario.agents.reboot, run.scenario.agents.boot_limit
+    assert first[False] < first[True]
+    assert first[True] - first[False] >= (limit - 1) * reboot - run.scenario.agents.report_delay[1]
+
+
+def test_lost_reports_never_arrive_and_keep_trials_undecided() -> None:
+    kept, lost = _world(silent=False, lost=0.0).world, _world(silent=False, lost=0.5).world
+    counts = []
+    for world in (kept, lost):
+        hosts = np.nonzero(world.fleet.arch == world.fleet.arch_names.index("x86_64"))[0][:400]
+        world.offer(Offer(hosts, 0.0))
+        ev = world.read(world.scenario.horizon)
+        counts.append(int((ev.kind == HEALTHY).sum()))
+    assert counts[0] == 400
+    assert 120 < counts[1] < 280  # about half of the confirmations were lost
+
+
+def test_other_tools_metrics_see_background_crashes_of_hosts_running_the_update() -> None:
+    scenario = load_scenario("good-update").scaled(SMALL)
+    scenario = scenario.model_copy(update={"background": scenario.background.model_copy(
+        update={"crash_rate": 0.002})})
+    fleet = build_fleet(scenario, 4)
+    world = World(scenario, fleet, np.random.default_rng(4), "peer", np.zeros(fleet.size, dtype=np.int16))
+    world.offer(Offer(np.arange(fleet.size), 0.0))
+    ev = world.read(scenario.horizon)
+    # no fault, yet the metric saw crashes: those of hosts that crashed anyway while on the update
+    assert not np.isfinite(world.crashed).any()
+    assert (ev.kind == CRASH_SEEN).sum() > 100
+    # ... so the tools' alarms are tuned above that background, and a good update is not reverted
+    push = next(s for s in STRATEGIES if s.name == "appconfig-all-at-once")
+    run = PeerRun(scenario, fleet, push, np.random.default_rng([4, 1]))
+    result = run.run(4)
+    assert not result.halted and run.first_seen is None
+
+
+def test_an_alarm_threshold_sits_above_the_background() -> None:
+    assert _poisson_limit(0.0, 1e-4) == 1
+    assert _poisson_limit(1.75, 1e-4) == 9  # 10.5M hosts at 1e-5 crashes per host-hour: 1.75 a minute
