@@ -176,17 +176,23 @@ def test_an_artifact_swapped_behind_the_signature_is_refused(server: ServerProce
     assert agent.stop() == 0
 
 
+def on_two_then_three(server: ServerProcess, publisher: Publisher, agent: TrustedAgentProcess,
+                      content_type: str) -> tuple[str, str]:
+    """Given a device that ran version 2, then version 3 (pushed after 2: a higher signed seq);
+    returns the release of 3 and the device id."""
+    publisher.content_type(content_type)
+    agent.start()
+    release_and_settle(agent, publisher, content_type, "2", b"ok 2\n")
+    third = release_and_settle(agent, publisher, content_type, "3", b"ok 3\n")
+    assert artifact_seq(server, content_type, "2") < artifact_seq(server, content_type, "3")
+    device_id: str = agent.journal()["device_id"]
+    return third, device_id
+
+
 def test_a_downgrade_is_refused_and_its_rollout_proves_nothing(server: ServerProcess, publisher: Publisher,
                                                                agent: TrustedAgentProcess) -> None:
     content_type = "t/downgrade"
-    publisher.content_type(content_type)
-    agent.start()
-
-    # Given a device that ran version 2, then version 3 (pushed after 2: a higher signed seq)
-    release_and_settle(agent, publisher, content_type, "2", b"ok 2\n")
-    release_and_settle(agent, publisher, content_type, "3", b"ok 3\n")
-    device_id = agent.journal()["device_id"]
-    assert artifact_seq(server, content_type, "2") < artifact_seq(server, content_type, "3")
+    _, device_id = on_two_then_three(server, publisher, agent, content_type)
 
     # When version 2 is released again, while 3 is not revoked
     again: str = publisher._ok(publisher.http.post("/v1/releases", json={
@@ -210,11 +216,7 @@ def test_a_downgrade_is_refused_and_its_rollout_proves_nothing(server: ServerPro
 def test_a_signed_rollback_is_followed_back_to_the_older_version(server: ServerProcess, publisher: Publisher,
                                                                  agent: TrustedAgentProcess) -> None:
     content_type = "t/rollback"
-    publisher.content_type(content_type)
-    agent.start()
-    release_and_settle(agent, publisher, content_type, "2", b"ok 2\n")
-    third = release_and_settle(agent, publisher, content_type, "3", b"ok 3\n")
-    device_id = agent.journal()["device_id"]
+    third, device_id = on_two_then_three(server, publisher, agent, content_type)
 
     # When the rollout of 3 is rolled back (the server signs 3 into revocations.json)
     publisher.action(third, "rollback", reason="3 corrupts the channel files")

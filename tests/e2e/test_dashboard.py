@@ -203,3 +203,20 @@ def _screenshot(page: Any, tmp_path: Path) -> None:
     if wanted:
         Path(wanted).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, wanted)
+
+
+def test_a_rollout_page_says_what_its_wave_waits_for(browser: Any, server: ServerProcess) -> None:
+    from playwright.sync_api import expect
+
+    # Given a rollout started with no device to prove anything on
+    publisher = Publisher(server)
+    publisher.content_type(CT)
+    release = publisher.release(CT, "1", b"content nobody runs", TWO_WAVES)
+    waiting = publisher.wait_status(release, lambda s: bool(s["waiting"]), 60, "the wave waiting")["waiting"]
+    # When an operator opens its page, it says, in the server's words, what the wave waits for
+    page = _sign_in(browser, server.url, _token(publisher, "operator", "olga"), f"/ui/rollouts/{release}")
+    box = page.locator("#waiting")
+    expect(box).to_be_visible(timeout=WAIT_MS)
+    expect(box).to_contain_text("is waiting for")
+    expect(box.locator("li").first).to_have_text(waiting[0])
+    expect(page.locator("#phase")).to_have_text("rolling")
