@@ -314,9 +314,24 @@ def setup_fleet(server: Server, devices: int, enroll_concurrency: int, seed: int
 
         call("POST", "/v1/content-types", json={"name": CONTENT_TYPE, "category": "rapid-response",
                                                 "unvalidated_reason": "benchmark of check-ins only"})
-        baseline = release(BASELINE_VERSION, BASELINE_PLAN)
-        wait_phase(baseline, "completed")
         enroll_token = call("POST", "/v1/enroll-tokens", json={"tenant": "default"})["token"]
+        # A baseline completes only on confirmed health: one witness device takes it first.
+        witness = c.post("/v1/agent/enroll", json=_device_attributes(random.Random(seed - 1)),
+                         headers={"Authorization": f"Bearer {enroll_token}"}).json()["credential"]
+        baseline = release(BASELINE_VERSION, BASELINE_PLAN)
+        deadline = time.monotonic() + 60
+        while True:
+            answer = c.post("/v1/agent/checkin", json={"versions": {}, "events": []},
+                            headers={"Authorization": f"Bearer {witness}"}).json()
+            if answer["desired"].get(CONTENT_TYPE, {}).get("version") == BASELINE_VERSION:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the witness device was never offered {BASELINE_VERSION}")
+            time.sleep(0.2)
+        c.post("/v1/agent/checkin", headers={"Authorization": f"Bearer {witness}"},
+               json={"versions": {CONTENT_TYPE: BASELINE_VERSION},
+                     "events": [_event("intent", BASELINE_VERSION), _event("healthy", BASELINE_VERSION)]})
+        wait_phase(baseline, "completed")
 
     t0 = time.monotonic()
     fleet.credentials = asyncio.run(_enroll_all(server.url, enroll_token, devices, enroll_concurrency, seed))
