@@ -243,3 +243,18 @@ def test_the_database_holds_the_in_flight_window_and_the_canary_for_every_node(d
     assert ask("d3", "d4") == ["d4"]  # d1's trial ended (badly): one slot, and the canary of 3 is full
     report(db, event("d2", EventKind.INTENT, release_id), event("d2", EventKind.HEALTHY, release_id))
     assert ask("d4") == []  # canaried now: a slot is free and the crowd may follow
+
+
+def test_events_from_devices_the_rollout_never_admitted_count_for_nothing(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")
+    admit(db, release_id, 0, WIN, "in-1", "in-2")
+    report(db, event("in-1", EventKind.INTENT, release_id), event("in-1", EventKind.HEALTHY, release_id),
+           event("in-2", EventKind.INTENT, release_id),
+           event("stranger", EventKind.INTENT, release_id), event("stranger", EventKind.FAILED, release_id))
+    assert observed(db, release_id) == {"exposed": 2, "failed": 0, "by_stratum": {}, "wave_exposed": 2, "still": 0}
+    with db.session() as s:
+        progress = observe(s, get_release(s, release_id)).progress
+    assert {k: p.as_dict() for k, p in progress.items()} == {WIN: {"exposed": 2, "healthy": 1, "undecided": 1}}
+    report(db, event("in-2", EventKind.CRASH, release_id))
+    assert observed(db, release_id)["failed"] == 1

@@ -218,8 +218,8 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
     confirmations and the judges."""
     admitted = (select(AdmissionRow.device_id).where(AdmissionRow.release_id == row.id,
                                                      AdmissionRow.device_id == EventRow.device_id).exists())
-    exposed = s.scalar(select(func.count(func.distinct(EventRow.device_id)))
-                       .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value, admitted)) or 0
+    progress = trial_progress(s, row.id)
+    exposed = sum(p.exposed for p in progress.values())
     # A person who resumed a halted rollout has answered for the failures before that moment;
     # the budget counts the ones after it.
     since = _resumed_from_halt_at(s, row.id)
@@ -242,14 +242,11 @@ def observe(s: Session, row: ReleaseRow, now: datetime | None = None) -> Observa
     )) or 0
     still = 0
     if row.phase == Phase.ROLLING_BACK.value:
-        still = exposed - _confirmed_back(s, row)
+        still = max(exposed - _confirmed_back(s, row), 0)
     verdicts: tuple[Verdict, ...] = ()
-    progress: dict[str, StratumProgress] = {}
-    if row.phase == Phase.ROLLING.value:
-        progress = trial_progress(s, row.id)
-        if now is not None:
-            resumed = utc(since) if since is not None else None
-            verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now, resumed))
+    if row.phase == Phase.ROLLING.value and now is not None:
+        resumed = utc(since) if since is not None else None
+        verdicts = tuple(rollout_verdicts(s, row, release_plan(row), now, resumed))
     return Observations(failed_devices=failed, failed_by_stratum=by_stratum, exposed_devices=exposed,
                         wave_exposed=wave_exposed, still_on_version=still,
                         failures_since=utc(since) if since is not None else None, verdicts=verdicts,
@@ -267,14 +264,21 @@ def _reported(release_id: str, kinds: list[str]) -> Any:
 
 def trial_progress(s: Session, release_id: str) -> dict[str, StratumProgress]:
     """Per stratum of admission: admitted devices that announced intent, confirmed health, and
-    are still in trial (exposed, neither healthy nor failed nor reverted)."""
-    intent = _reported(release_id, [EventKind.INTENT.value])
-    healthy = _reported(release_id, [EventKind.HEALTHY.value])
-    decided = _reported(release_id, _DECIDED)
+    are still in trial (exposed, neither healthy nor failed nor reverted). One pass over the
+    release's lifecycle events, grouped by device, joined to the admissions."""
+    def flag(kinds: list[str]) -> Any:
+        return func.max(case((EventRow.kind.in_(kinds), 1), else_=0))
+
+    per_device = (select(EventRow.device_id, flag([EventKind.INTENT.value]).label("intent"),
+                         flag([EventKind.HEALTHY.value]).label("healthy"), flag(_DECIDED).label("decided"))
+                  .where(EventRow.release_id == release_id, EventRow.kind.in_([EventKind.INTENT.value, *_DECIDED]))
+                  .group_by(EventRow.device_id).subquery())
+    exposed = per_device.c.intent == 1
     rows = s.execute(select(AdmissionRow.stratum,
-                            func.sum(case((intent, 1), else_=0)),
-                            func.sum(case((and_(intent, healthy), 1), else_=0)),
-                            func.sum(case((and_(intent, ~decided), 1), else_=0)))
+                            func.sum(per_device.c.intent),
+                            func.sum(case((and_(exposed, per_device.c.healthy == 1), 1), else_=0)),
+                            func.sum(case((and_(exposed, per_device.c.decided == 0), 1), else_=0)))
+                     .join(per_device, per_device.c.device_id == AdmissionRow.device_id)
                      .where(AdmissionRow.release_id == release_id).group_by(AdmissionRow.stratum)).all()
     return {stratum: StratumProgress(int(e or 0), int(h or 0), int(u or 0)) for stratum, e, h, u in rows}
 
@@ -304,8 +308,10 @@ def _confirmed_back(s: Session, row: ReleaseRow) -> int:
     report the rolled-back version. A device that crashed before it could report, or has not
     been heard from since, is not confirmed: silence never counts as back."""
     since = row.phase_changed_at
+    admitted = (select(AdmissionRow.device_id).where(AdmissionRow.release_id == row.id,
+                                                     AdmissionRow.device_id == EventRow.device_id).exists())
     exposed_ids = (select(EventRow.device_id)
-                   .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value)
+                   .where(EventRow.release_id == row.id, EventRow.kind == EventKind.INTENT.value, admitted)
                    .distinct().subquery())
     query = (select(func.count()).select_from(exposed_ids)
              .join(DeviceRow, DeviceRow.id == exposed_ids.c.device_id)
