@@ -109,6 +109,18 @@ class ServerProcess:
         return {**self.env, "RINGFENCE_SERVER": self.url, "RINGFENCE_TOKEN": self.token}
 
 
+def until(check: Any, what: str, timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something true (and return that): waiting for an event the
+    server shows (a phase, a tick counter), never for a guessed duration; ``timeout`` only bounds
+    a server that stopped."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
 

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import pytest
 
 from tests.conftest import REQUIRE_PG
 from tests.e2e.test_sim_live import CANARY_FIRST, TWO_WAVES
-from tests.support import RINGFENCE, Publisher, ServerProcess, own_server
+from tests.support import RINGFENCE, Publisher, ServerProcess, own_server, until
 
 pytestmark = pytest.mark.e2e
 
@@ -90,7 +89,7 @@ def halted(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[Publisher, s
          "--trial", "1", "--reboot", "0.5", "--ramp", "1", "--seed", "2024"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
-        _until(lambda: publisher.http.get("/v1/server").json()["devices"] == DEVICES, "every device enrolled")
+        until(lambda: publisher.http.get("/v1/server").json()["devices"] == DEVICES, "every device enrolled")
         good = publisher.release(CT, "1", b"good content", TWO_WAVES)
         publisher.wait_status(good, lambda s: s["phase"] == "completed", 60, "the good release completed")
         bad = publisher.release(CT, "2", b"bad content", CANARY)
@@ -100,14 +99,6 @@ def halted(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[Publisher, s
         fleet.kill()
         fleet.wait(10)
         log.close()
-
-
-def _until(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _token(publisher: Publisher, role: str, name: str) -> str:

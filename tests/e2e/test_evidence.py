@@ -8,7 +8,6 @@ rolling and says what it waits for, and a device the rollout never admitted cann
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import SENSOR_DIR, UNVALIDATED, AgentProcess, Device, Publisher, ServerProcess, run_cli
+from tests.support import SENSOR_DIR, UNVALIDATED, AgentProcess, Device, Publisher, ServerProcess, run_cli, until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +40,10 @@ def _ticks(admin: httpx.Client) -> int:
     return ticks
 
 
-def _after_ticks(admin: httpx.Client, n: int, timeout_s: float = 120.0) -> None:
-    """Return once the reconciler has looked ``n`` more times (the event counted, not a guess
-    at a duration; ``timeout_s`` only bounds a server that stopped ticking)."""
+def _after_ticks(admin: httpx.Client, n: int) -> None:
+    """Return once the reconciler has looked ``n`` more times."""
     target = _ticks(admin) + n
-    deadline = time.monotonic() + timeout_s
-    while _ticks(admin) < target:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the reconciler did not tick {n} times within {timeout_s:.0f}s")
-        time.sleep(0.05)
+    until(lambda: _ticks(admin) >= target, f"{n} reconciler ticks", timeout=120)
 
 
 def _release(admin: httpx.Client, version: str, plan: str = QUICK) -> str:
@@ -109,19 +103,12 @@ def test_a_device_the_rollout_never_admitted_cannot_halt_it(server: ServerProces
     assert "never admitted it" in server.log()
 
     # The admitted device's own crash is evidence: the rollout halts in its canary.
-    for _ in range(100):
-        if insider.checkin().get("desired", {}).get(CT, {}).get("version") == "291.2":
-            break
-        _after_ticks(admin, 1)  # the snapshot counts the new fleet at its next refresh
-    else:
-        raise AssertionError("the acme device was never offered 291.2")
+    # (the snapshot counts the new fleet at its next refresh)
+    until(lambda: insider.checkin().get("desired", {}).get(CT, {}).get("version") == "291.2",
+          "the acme device offered 291.2")
     insider.checkin([Device.event("intent", CT, "291.2"), Device.event("failed", CT, "291.2")])
-    for _ in range(100):
-        status = _status(admin, release)
-        if status["phase"] == "halted":
-            break
-        _after_ticks(admin, 1)
-    assert status["phase"] == "halted" and status["wave_name"] == "canary"
+    status = until(lambda: (s := _status(admin, release))["phase"] == "halted" and s, "the halt")
+    assert status["wave_name"] == "canary"
     assert "1 failed devices of 1 exposed > budget 0" in status["history"][-1]["reason"]
     shown = json.loads(run_cli("rollout", "status", release, "--json", env=server.cli_env(), check=True).stdout)
     assert shown["totals"]["failed"] == 1

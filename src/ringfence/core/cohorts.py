@@ -68,11 +68,6 @@ class WaveCohort:
     total_cap: int | None
     added: Mapping[str, int] = field(default_factory=dict)
 
-    @property
-    def reach(self) -> int:
-        """Devices the wave is expected to add in all."""
-        return sum(self.added.values())
-
     def threshold(self, stratum: str) -> float:
         return self.thresholds.get(stratum, self.default_threshold)
 

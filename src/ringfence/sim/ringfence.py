@@ -36,7 +36,7 @@ from ringfence.analysis.hazard import LogrankEProcess, RiskStep
 from ringfence.analysis.judges import Evidence, HazardRatioJudge, judge_all
 from ringfence.analysis.tallies import ArmTally, Pairs, StratumData
 from ringfence.analysis.verdicts import Verdict
-from ringfence.core.cohorts import canary_limit, cohort_table
+from ringfence.core.cohorts import cohort_table, trial_limits
 from ringfence.core.models import stratum_key
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase, RolloutState, transition
@@ -127,10 +127,7 @@ class RingfenceRun:
         self.limited = False  # the last offer left hosts out for a window or a canary limit
         self.offered_at_decisions = -1
         self.last_offer_t = -math.inf
-        canaries = [canary_limit(self.table, k) for k in self.strata]
-        self.canary_limits = np.array([n for _, n in canaries], dtype=np.int64)
-        self.canary_healthy = np.array([min(self.plan.waves[i].gates.min_healthy, n) for i, n in canaries],
-                                       dtype=np.int64)
+
         self.error_since: datetime | None = None
 
     # -- the run -------------------------------------------------------------------------------
@@ -225,13 +222,17 @@ class RingfenceRun:
         limits = False
         if cohort.stratum_caps is not None:
             room = np.minimum(room, np.array([cohort.cap(k) or 0 for k in self.strata]) - self.wave_offered[wave])
-        window = self.plan.waves[wave].gates.max_in_trial
+        # The server's admission limits, stratum by stratum (cohorts.trial_limits), on the counts
+        # the snapshot would hold: offered hosts still in trial, and confirmed ones.
+        per = [trial_limits(self.plan, self.table, k, wave) for k in self.strata]
+        window = per[0].window if per else None
         if window is not None:
             room = np.minimum(room, window - (self.offered - self.offered_decided))
             limits = True
-        unproven = self.healthy < self.canary_healthy
+        unproven = self.healthy < np.array([p.canary_healthy for p in per], dtype=np.int64)
         if unproven.any():
-            room = np.where(unproven, np.minimum(room, self.canary_limits - self.offered), room)
+            canary = np.array([p.canary_size for p in per], dtype=np.int64)
+            room = np.where(unproven, np.minimum(room, canary - self.offered), room)
             limits = True
         room = room.clip(0)
         total = None
