@@ -45,9 +45,12 @@ every change (every report, silence deadline, decided placebo pair, silence clea
 the real code path (``Track`` -> ``tally()`` -> the judges) on a small fleet at evenly spaced
 looks and at each judge's halt (JSON ``validation``: the largest difference in the rollout's,
 the strata's and the sign test's log E, and the disagreeing FAILED verdicts, which should be 0).
-One approximation is left (see ``epoch_terms``): a device whose failure report is in flight
-leaves the risk sets at its failure time, where the server keeps it at risk until the report
-arrives; at looks with no report in flight log E agrees to ~1e-12.
+As on the server (``store/health.py``), a device is at risk from its first contact since the
+start (``World.entry``); a failure from before that is not counted. One approximation is left (see
+``epoch_terms``): a device whose failure report is in flight leaves the risk sets at its failure
+time, where the server keeps it at risk until the report arrives (largest in a rollout's first
+minutes, when few control devices have been heard from); at looks with no report in flight log E
+agrees to ~1e-12.
 
     python benchmarks/detection.py --quick          # table, then one JSON line (last line)
     python benchmarks/detection.py --rollouts 1000  # the full run
@@ -230,6 +233,7 @@ class World:
     excess_rate: float = 0.0  # the fault's added hazard once active (per hour) ...
     excess_onset: float = 0.0  # ... from this age on (hours since activation)
     details: dict[str, float] = field(default_factory=dict)
+    entry: np.ndarray = field(default_factory=lambda: np.zeros(0))  # first contact since the start (inf: none)
 
     def contacts(self) -> np.ndarray:
         """Arrivals besides the periodic check-ins, one row per kind: the exposure (the intent),
@@ -497,8 +501,13 @@ def simulate(fleet: Fleet, fault: Fault, rng: np.random.Generator) -> World:
         silence_after = F6_SILENCE_AFTER_H
 
     requests = _requests(fleet, x, f, after_exposure, silent_death, h_arr, phi, outage, cycles, cfg)
-    return World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests,
-                 placebo_at, placebo_seen, net, epochs, excess_rate, excess_onset, details)
+    world = World(fault, silence_after, x, f, r, dup, h_at, h_arr, q_kind, q_event, q_end, affected, requests,
+                  placebo_at, placebo_seen, net, epochs, excess_rate, excess_onset, details)
+    # The server watches a device from its first check-in (or message) since the start
+    # (store/health.py): the judges count it at risk from then on.
+    world.entry = first_contact(world, idx, 0.0)
+    world.entry[world.entry > horizon] = INF
+    return world
 
 
 def _requests(fleet: Fleet, x: np.ndarray, f: np.ndarray, after_exposure: np.ndarray, silent_death: np.ndarray,
@@ -583,6 +592,8 @@ class Records:
         appear = np.concatenate([world.r[loud], q_event])
         end = np.concatenate([np.full(loud.size, INF), q_end])
         silent = np.arange(dev.size) >= loud.size
+        watched = event >= world.entry[dev]  # one from before happened while nobody watched the device
+        dev, event, appear, end, silent = dev[watched], event[watched], appear[watched], end[watched], silent[watched]
         return cls(dev, event, appear, end, world.x[dev] <= event, fleet.stratum[dev], silent)
 
 
@@ -605,10 +616,12 @@ def epoch_terms(world: World, fleet: Fleet, rec: Records, b0: float, b1: float) 
     eligible = np.isfinite(x) & (x <= depart)  # exposed before failing: joins the exposed arm
     kx = np.sort(s[eligible] * KEY + x[eligible])
     ke = np.sort(s[eligible] * KEY + depart[eligible])
-    kc = np.sort(s * KEY + np.where(eligible, x, depart))  # leaves control at exposure or failure
+    heard = np.isfinite(world.entry)
+    kin = np.sort(s[heard] * KEY + world.entry[heard])  # joins the control arm at its first contact
+    kc = np.sort(s[heard] * KEY + np.where(eligible, x, depart)[heard])  # leaves it at exposure or failure
     st, at = rec.stratum[ids], rec.event[ids]
     n_e = _count_before(kx, st, at, "right") - _count_before(ke, st, at, "left")
-    n_c = fleet.sizes[st] - _count_before(kc, st, at, "left")
+    n_c = _count_before(kin, st, at, "right") - _count_before(kc, st, at, "left")
     arm = rec.exposed[ids]
     n_e = np.where(arm, np.maximum(n_e, 1), n_e)
     n_c = np.where(arm, n_c, np.maximum(n_c, 1))
@@ -783,8 +796,8 @@ def ringfence_halt(world: World, fleet: Fleet) -> Halt:
 
 def _exposed_arm(world: World) -> np.ndarray:
     """Exposed devices whose first failure (if any) came after the exposure: a device that failed
-    before it is a control device for tally()."""
-    return np.isfinite(world.x) & ~(world.f < world.x)
+    before it (while watched) is a control device for tally()."""
+    return np.isfinite(world.x) & ~((world.f < world.x) & (world.f >= world.entry))
 
 
 def _quiet_spans(world: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -809,22 +822,25 @@ def _silence_verdict(world: World, fleet: Fleet, s: int, members: np.ndarray, un
     cfg = fleet.cfg
     deadline = world.x[members[unconfirmed]] + cfg.trial_timeout_h
     until = unconfirmed_end[members[unconfirmed]]
-    controls = fleet.offsets[s] + np.nonzero(~(world.x[fleet.offsets[s]:fleet.offsets[s] + fleet.sizes[s]] <= a))[0]
-    devices = int(fleet.sizes[s]) - exposed  # the control arm (devices exposed after failing included)
-    need = math.ceil(devices / 2)
+    lo, hi = int(fleet.offsets[s]), int(fleet.offsets[s] + fleet.sizes[s])
+    controls = lo + np.nonzero(~(world.x[lo:hi] <= a))[0]
+    # the control arm at time t: devices watched by t (first heard from since the start), less the
+    # exposed ones (devices exposed after failing included)
+    entered = np.sort(world.entry[lo:hi])
     cuts = [float(c) for c in np.unique(until[(until > a) & (until < b)])]
     for p, q in zip([a, *cuts], [*cuts, b], strict=True):
         live = until > p
         if not live.any():
             return None
-        if devices == 0:
-            return p
-        if controls.size < need:
-            return None
         heard = np.sort(first_contact(world, controls, float(deadline[live].min())))
-        t = max(p, float(heard[need - 1])) if need else p
-        if t < q:
-            return t
+        # the verdict turns at p or when another control device is heard from (a device joining
+        # the arm can only turn it back)
+        times = np.concatenate([[p], heard[(heard > p) & (heard < q)]])
+        count = np.searchsorted(heard, times, "right")
+        devices = np.searchsorted(entered, times, "right") - exposed
+        ok = np.nonzero((devices <= 0) | (2 * count >= devices))[0]
+        if ok.size:
+            return float(times[ok[0]])
     return None
 
 
@@ -878,7 +894,7 @@ def silence_failed_at(world: World, fleet: Fleet, look: float) -> set[int]:
         first = float(world.x[sl][unconfirmed[sl]].min()) + fleet.cfg.trial_timeout_h
         controls = sl.start + np.nonzero(~(world.x[sl] <= look))[0]
         heard = int((first_contact(world, controls, first) <= look).sum())
-        devices = int(fleet.sizes[s]) - n
+        devices = int((world.entry[sl] <= look).sum()) - n
         if devices == 0 or 2 * heard >= devices:
             failed.add(s)
     return failed
@@ -1125,13 +1141,16 @@ def tracks_at(world: World, fleet: Fleet, look: float, base: datetime) -> list[T
     heard[rec.dev[counted]] = rec.event[counted] - world.silence_after_h
     tracks = []
     for i in range(n):
+        if not world.entry[i] <= look:
+            continue  # not heard from since the start
+        reported = world.r[i] <= look and world.f[i] >= world.entry[i]  # a failure while watched
         tracks.append(Track(
-            device_id=f"d{i:06d}", stratum=f"s{fleet.stratum[i]:02d}", since=base,
+            device_id=f"d{i:06d}", stratum=f"s{fleet.stratum[i]:02d}", since=when(world.entry[i]),
             exposed_at=when(world.x[i]) if world.x[i] <= look else None,
             healthy_at=when(world.h_at[i]) if world.h_arr[i] <= look else None,
             last_heard=when(heard[i]) if np.isfinite(heard[i]) else None,
-            failed_at=when(world.f[i]) if world.r[i] <= look else None,
-            failure="crash" if world.r[i] <= look else "",
+            failed_at=when(world.f[i]) if reported else None,
+            failure="crash" if reported else "",
             placebo_at=when(world.placebo_at[i]) if world.placebo_at[i] <= look else None,
             placebo_seen_at=when(world.placebo_seen[i]) if world.placebo_seen[i] <= look else None))
     return tracks

@@ -18,7 +18,7 @@ from ringfence.server.app import create_app
 from ringfence.server.config import ServerConfig
 from ringfence.store.access import create_api_token
 from ringfence.store.db import Database
-from tests.support import UNVALIDATED
+from tests.support import UNVALIDATED, until
 
 
 @dataclass
@@ -56,6 +56,18 @@ class Api:
         with self.db.session() as s:
             _, secret = create_api_token(s, name=f"{role}-user", role=role, now=self.clock.now())
         return secret
+
+    def ticks(self, n: int = 3) -> None:
+        """Wait for ``n`` more reconciler ticks: how a check that something did *not* happen waits."""
+        reconciler = self.app.state.runtime.reconciler
+        target = reconciler.ticks + n
+        until(lambda: reconciler.ticks >= target, f"{n} reconciler ticks")
+
+    def polls(self, n: int = 3) -> None:
+        """Wait for ``n`` more looks of the webhook dispatcher at its outbox."""
+        dispatcher = self.app.state.runtime.alerts
+        target = dispatcher.polls + n
+        until(lambda: dispatcher.polls >= target, f"{n} dispatcher polls")
 
     def device(self, enroll_token: str, **attributes: Any) -> Caller:
         """Enroll a device and return a client that carries its credential."""

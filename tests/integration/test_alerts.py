@@ -277,7 +277,7 @@ def test_a_failing_receiver_gets_retries_with_backoff_until_it_answers(api: Api,
     assert at(first["next_attempt_at"]) == t0 + timedelta(seconds=1)
 
     # Nothing more until the clock passes the backoff
-    time.sleep(0.3)  # several polls of the dispatcher
+    api.polls()
     assert len(receiver.requests) == 1
     api.clock.advance(1)
     second = only_delivery(api, hook, attempts=2)
@@ -313,7 +313,7 @@ def test_an_unreachable_receiver_ends_failed_after_the_last_attempt(api: Api) ->
     assert failed["last_status_code"] is None and "ConnectError" in failed["last_error"]
     assert failed["next_attempt_at"] is None
     api.clock.advance(3600)
-    time.sleep(0.3)  # several polls of the dispatcher
+    api.polls()
     assert deliveries(api, hook)[0]["attempts"] == 3, "a failed delivery is never sent again"
     listed = api.http.get("/v1/webhooks").json()["webhooks"][0]["deliveries"]
     assert listed == {"pending": 0, "delivered": 0, "failed": 1}

@@ -253,7 +253,7 @@ def test_rollout_admits_within_caps_advances_after_soak_and_completes(setup: tup
     assert [_desired(d) is not None for d in devices] == [t is not None for t in told]
 
     api.clock.advance(599)
-    time.sleep(0.3)
+    api.ticks()
     assert status(api, rid)["wave"] == 0, "no promotion before the soak has passed"
     api.clock.advance(2)
     wait_for(lambda: status(api, rid)["wave"] == 1)
@@ -313,7 +313,7 @@ def test_failure_budget_halts_and_rollback_returns_devices_to_baseline(setup: tu
     api.http.post(f"/v1/rollouts/{bad}/rollback", json={"reason": "crashes"})
     for d in devices[:2]:
         assert _desired(d, {CT: "2.0"})["version"] == "1.0"  # type: ignore[index]
-    time.sleep(0.3)
+    api.ticks()
     assert status(api, bad)["phase"] == "rolling_back", "two devices still report 2.0"
     for d in devices[:2]:
         d.post("/v1/agent/checkin", json={"versions": baseline})
@@ -375,7 +375,7 @@ def test_resuming_a_halt_counts_only_new_failures(setup: tuple[Api, str]) -> Non
     api.clock.advance(5)
     resumed = api.http.post(f"/v1/rollouts/{rid}/resume", json={"reason": "crash was a lab machine"})
     assert resumed.json()["phase"] == "rolling"
-    time.sleep(0.5)  # several reconciler ticks
+    api.ticks()
     assert status(api, rid)["phase"] == "rolling", "the failure a person answered for halted it again"
 
     api.clock.advance(5)

@@ -14,8 +14,9 @@ from ringfence.core.models import DeviceAttributes, EventKind
 from ringfence.server.ingest import WriteBatcher
 from ringfence.store.access import Sighting, enroll_device
 from ringfence.store.db import Database
-from ringfence.store.schema import DeviceRow, DeviceVersion, EventRow
+from ringfence.store.schema import DeviceRow, DeviceVersion, EventRow, WatchedRow
 from ringfence.store.telemetry import Event
+from tests.integration.store_support import add_content_type, rolling_release
 
 T0 = datetime(2024, 7, 19, 4, 9, tzinfo=UTC)
 
@@ -75,3 +76,21 @@ def test_an_unreachable_database_fails_acknowledgements_with_unavailable() -> No
     assert failures == 1
     assert alive
     db.dispose()
+
+
+def test_merged_sightings_keep_each_rollouts_earliest_first_check_in(db: Database) -> None:
+    add_content_type(db, "sensor/ipc-templates")
+    release_id = rolling_release(db, "sensor/ipc-templates", "291")
+    with db.session() as s:
+        record, _ = enroll_device(s, DeviceAttributes(platform="windows", region="eu-west"), T0)
+
+    async def scenario() -> None:
+        batcher = WriteBatcher(db, flush_interval_s=0.01, max_batch=100, max_pending=1000, sighting_interval_s=60)
+        batcher.submit(Sighting(record.id, T0 + timedelta(seconds=5), watched={release_id: T0 + timedelta(seconds=5)}))
+        batcher.submit(Sighting(record.id, T0 + timedelta(seconds=9), watched={release_id: T0 + timedelta(seconds=9)}))
+        await batcher.flush()
+
+    asyncio.run(scenario())
+    with db.session() as s:
+        rows = [(w.release_id, w.device_id, w.first_seen_at) for w in s.scalars(select(WatchedRow))]
+    assert [(r, d, at.replace(tzinfo=UTC)) for r, d, at in rows] == [(release_id, record.id, T0 + timedelta(seconds=5))]

@@ -12,17 +12,20 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from ringfence.analysis.tallies import Track
 from ringfence.core.cohorts import TrialLimits
 from ringfence.core.models import EventKind
 from ringfence.core.rollout import Intent
 from ringfence.store.access import Sighting, record_sightings
 from ringfence.store.db import Database
-from ringfence.store.releases import apply_intent, get_release
+from ringfence.store.health import rollout_tracks
+from ringfence.store.releases import apply_intent, get_release, release_plan
 from ringfence.store.schema import AdmissionRow, EventRow
 from ringfence.store.telemetry import (
     Admission,
     Event,
     load_admissions,
+    load_watched,
     observe,
     record_admissions,
     record_events,
@@ -258,3 +261,33 @@ def test_events_from_devices_the_rollout_never_admitted_count_for_nothing(db: Da
     assert {k: p.as_dict() for k, p in progress.items()} == {WIN: {"exposed": 2, "healthy": 1, "undecided": 1}}
     report(db, event("in-2", EventKind.CRASH, release_id))
     assert observed(db, release_id)["failed"] == 1
+
+
+def test_the_judges_watch_a_device_from_its_first_check_in_since_the_start(db: Database) -> None:
+    add_content_type(db, CT)
+    release_id = rolling_release(db, CT, "291")  # started at at(1)
+    exposed, awake, late, asleep = (add_device(db).id for _ in range(4))
+    admit(db, release_id, 0, WIN, exposed)
+    report(db, replace(event(exposed, EventKind.INTENT, release_id, when=at(10)), received_at=at(10)))
+    with db.session() as s:  # two nodes saw ``late``: the later sighting is written first ...
+        record_sightings(s, [Sighting(awake, at(20), watched={release_id: at(20)}),
+                             Sighting(late, at(4000), watched={release_id: at(4000)})])
+    with db.session() as s:  # ... and the earlier one stands
+        record_sightings(s, [Sighting(late, at(3000), watched={release_id: at(3000)})])
+    # ``late`` crashed while the rollout had not heard from it, and says so when it comes back
+    report(db, replace(event(late, EventKind.CRASH, None, version="290", when=at(2000)), received_at=at(3000)))
+
+    def tracks() -> dict[str, Track]:
+        with db.session() as s:
+            row = get_release(s, release_id)
+            return {t.device_id: t for t in rollout_tracks(s, row, release_plan(row))}
+
+    first = tracks()
+    assert asleep not in first, "a device not heard from since the start is not compared"
+    assert set(first) == {exposed, awake, late}
+    assert (first[exposed].since, first[awake].since, first[late].since) == (at(10), at(20), at(3000))
+    assert first[late].failed_at is None, "a failure from before the rollout watched the device"
+    report(db, replace(event(late, EventKind.CRASH, None, version="290", when=at(5000)), received_at=at(5001)))
+    assert tracks()[late].failed_at == at(5000)
+    with db.session() as s:
+        assert load_watched(s, release_id) == {awake, late}

@@ -185,11 +185,14 @@ class SilenceJudge:
 class Weights:
     """How the rollout judge's e-value is shared between its parts (they sum to 1). Chosen with
     ``benchmarks/detection.py``: the pooled test finds fleet-wide faults fastest, the strata's
-    mean keeps one bad stratum from hiding in a large fleet, the placebo test catches silence."""
+    mean keeps one bad stratum from hiding in a large fleet, the placebo test catches silence.
+    The placebo test needs the least: its first pairs decide together at the trial deadline, and
+    a silent boot loop makes all of them discordant at once (one pair more for half the weight),
+    so the parts that count failures, which gather evidence one failure at a time, get the rest."""
 
-    pooled: float = 0.3
-    strata: float = 0.6
-    silence: float = 0.1
+    pooled: float = 0.32
+    strata: float = 0.63
+    silence: float = 0.05
 
     def __post_init__(self) -> None:
         if min(self.pooled, self.strata, self.silence) < 0 or abs(self.pooled + self.strata + self.silence - 1) > 1e-9:

@@ -254,7 +254,9 @@ async def _checkin(rt: Runtime, device_id: str, body: CheckInIn) -> dict[str, An
         if snap.update_attributes(device_id, attrs):
             moved = attrs
     changed_versions = snap.update_versions(device_id, body.versions)
-    rt.batcher.submit(Sighting(device_id, now, moved, changed_versions or None, body.sequence))
+    first = snap.first_sightings(device_id)
+    rt.batcher.submit(Sighting(device_id, now, moved, changed_versions or None, body.sequence,
+                               dict.fromkeys(first, now) or None))
 
     waits: list[asyncio.Future[None]] = []
     for e in body.events:

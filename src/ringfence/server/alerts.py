@@ -155,6 +155,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._lease = timedelta(seconds=2 * config.webhook_timeout_s + 30)
         self.sent = 0
+        self.polls = 0  # looks at the outbox so far
 
     def wake(self) -> None:
         """Something was enqueued: look now (call on the event loop)."""
@@ -173,6 +174,7 @@ class Dispatcher:
                     raise
                 except Exception as exc:  # the database may be briefly away; try again next time
                     log.warning("cannot send webhook deliveries: %s", exc)
+                self.polls += 1
                 if claimed < self._config.webhook_batch:  # a full batch: more may be due at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._config.webhook_poll_s)

@@ -43,7 +43,7 @@ from ringfence.store.releases import (
     rollout_state,
 )
 from ringfence.store.schema import HistoryRow, ReleaseRow
-from ringfence.store.telemetry import load_admissions, load_placebos, load_trials, observe
+from ringfence.store.telemetry import load_admissions, load_placebos, load_trials, load_watched, observe
 
 log = logging.getLogger("ringfence.reconciler")
 
@@ -61,6 +61,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
         admissions: dict[str, dict[str, tuple[int, str]]] = {}
         placebos: dict[str, dict[str, tuple[int, str, datetime, bool]]] = {}
         trials: dict[str, dict[str, bool]] = {}
+        watched: dict[str, set[str]] = {}
         live = [p.value for p in ACTIVE_PHASES]
         for row in s.scalars(select(ReleaseRow).where(ReleaseRow.phase.in_(live))):
             views[row.content_type] = RolloutView(
@@ -72,6 +73,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
                 admissions[row.id] = load_admissions(s, row.id)
                 placebos[row.id] = load_placebos(s, row.id)
                 trials[row.id] = load_trials(s, row.id)
+                watched[row.id] = load_watched(s, row.id)
         baselines = {ct: baseline_target(s, ct) for ct in content_type_names(s)}
         by_version: dict[tuple[str, str], str] = {}
         newest_phase: dict[tuple[str, str], str] = {}
@@ -92,7 +94,7 @@ def load_views(db: Database, known_admissions: Collection[str]) -> LoadedViews:
         pinned = policies.pinned_targets(s, book, by_version)
         marker = rollouts_marker(s)
     return LoadedViews(views, baselines, admissions, by_version, marker, revoked, placebos, categories=kinds,
-                       policies=book, pinned=pinned, general=general, trials=trials)
+                       policies=book, pinned=pinned, general=general, trials=trials, watched=watched)
 
 
 _REVOKED_PHASES = (Phase.ROLLING_BACK.value, Phase.ROLLED_BACK.value)

@@ -156,11 +156,13 @@ class WriteBatcher:
 
 
 def _merge(older: Sighting, newer: Sighting) -> Sighting:
-    """One sighting that says what both said: the newer time and attributes, all changed versions."""
+    """One sighting that says what both said: the newer time and attributes, all changed versions,
+    the earlier first check-in of each rollout."""
     versions = {**(older.versions or {}), **(newer.versions or {})}
     sequences = [q for q in (older.sequence, newer.sequence) if q is not None]
+    watched = {**(newer.watched or {}), **(older.watched or {})}
     return Sighting(newer.device_id, newer.at, newer.attributes or older.attributes, versions or None,
-                    max(sequences) if sequences else None)
+                    max(sequences) if sequences else None, watched or None)
 
 
 class AdmissionRefused(Exception):

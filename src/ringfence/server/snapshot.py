@@ -162,6 +162,7 @@ class LoadedViews:
     pinned: dict[tuple[str, str], Target] = field(default_factory=dict)  # (content type, version) -> target
     general: dict[str, tuple[GeneralRelease, ...]] = field(default_factory=dict)  # content type -> completed
     trials: dict[str, dict[str, bool]] = field(default_factory=dict)  # release -> decided device -> healthy
+    watched: dict[str, set[str]] = field(default_factory=dict)  # release -> devices heard from since its start
 
 
 class FleetSnapshot:
@@ -172,6 +173,7 @@ class FleetSnapshot:
         self.baselines: dict[str, Target | None] = {}
         self.admissions: dict[str, RolloutAdmissions] = {}
         self.placebos: dict[str, RolloutPlacebos] = {}
+        self.watched: dict[str, set[str]] = {}  # release -> devices heard from since it started
         self.releases_by_version: dict[tuple[str, str], str] = {}
         self.revoked: dict[str, dict[str, Revoked]] = {}
         self.categories: dict[str, Category] = {}
@@ -243,8 +245,10 @@ class FleetSnapshot:
                 placebos = self.placebos[release_id] = RolloutPlacebos()
                 for device_id, (wave, stratum, at, seen) in asked.items():
                     placebos.add(device_id, wave, stratum, at, seen)
+        for release_id, heard in loaded.watched.items():
+            self.watched.setdefault(release_id, set()).update(heard)
         live = {v.release_id for v in loaded.views.values()}
-        for known in (self.admissions, self.placebos):
+        for known in (self.admissions, self.placebos, self.watched):
             for release_id in [r for r in known if r not in live]:
                 del known[release_id]
         self.categories = loaded.categories
@@ -362,6 +366,22 @@ class FleetSnapshot:
             return None  # no wave could select it: not a fair comparison
         placebos.add(device_id, view.wave, stratum, now)
         return PlaceboStep(view.release_id, view.wave, stratum, return_in_s=_return_in(wait, poll_interval_s))
+
+    def first_sightings(self, device_id: str) -> list[str]:
+        """The live rollouts this check-in is the device's first since they started (the judges
+        count it at risk from then on): rollouts any wave of which could select it."""
+        first: list[str] = []
+        for view in self.views.values():
+            heard = self.watched.get(view.release_id)
+            if heard is None:
+                heard = self.watched[view.release_id] = set()
+            if device_id in heard:
+                continue
+            heard.add(device_id)
+            attrs = self.devices[device_id].attributes
+            if any(w.selector.matches(attrs) for w in view.plan.waves):
+                first.append(view.release_id)
+        return first
 
     def note_event(self, device_id: str, release_id: str | None, kind: EventKind) -> bool:
         """Count a trial's end for the in-flight window. False when the event is about a live

@@ -58,6 +58,7 @@ from ringfence.sim.world import (
     World,
 )
 
+_KEY = 1e12  # stratum * _KEY + seconds: one sortable key per (stratum, time)
 LOOK_S = 5.0  # the simulated reconciler looks this often while anything can change
 EPOCH = datetime(2024, 7, 19, tzinfo=UTC)
 
@@ -81,7 +82,17 @@ class RingfenceRun:
         self.matches = matches[group_of] if groups else np.zeros((0, len(plan.waves)), dtype=bool)
         eligible = self.matches.any(axis=1)
         s = len(self.strata)
-        self.eligible = np.bincount(self.stratum[eligible], minlength=s).astype(np.int64)
+        # As the server (store/health.py), the judges watch a host from its first check-in since
+        # the start: one asleep or offline then joins the control arm when it is heard from, and
+        # a failure from before that happened while nobody watched it.
+        hosts = np.nonzero(eligible)[0]
+        self.entry = np.full(fleet.size, math.inf)
+        self.entry[hosts] = fleet.next_checkin(np.zeros(hosts.size), hosts)
+        heard = hosts[np.isfinite(self.entry[hosts])]
+        self._entry_keys = np.sort(self.stratum[heard] * _KEY + self.entry[heard])
+        self._stratum_keys = np.arange(s) * _KEY
+        self._stratum_first = np.searchsorted(self._entry_keys, self._stratum_keys, "left")
+        self.watched = np.zeros(s, dtype=np.int64)  # eligible hosts heard from since the start, per stratum
         health = plan.health
         self.world = World(scenario, fleet, rng, "ringfence", self.stratum,
                            trial_timeout_s=health.trial_timeout.total_seconds(),
@@ -254,7 +265,8 @@ class RingfenceRun:
         s = len(self.strata)
         at_risk_e = self.exposed - self.exposed_failed
         self.exposed_hours += at_risk_e * dt / 3600.0
-        self.control_hours += (self.eligible - self.exposed - self.control_failed) * dt / 3600.0
+        self.control_hours += np.maximum(self.watched - self.exposed - self.control_failed, 0) * dt / 3600.0
+        self.watched = np.searchsorted(self._entry_keys, self._stratum_keys + t, "right") - self._stratum_first
         if not ev.time.size:
             return
         strata = self.stratum[ev.host]
@@ -293,13 +305,13 @@ class RingfenceRun:
 
     def _failure(self, host: int, t: float, happened: float) -> None:
         """A failure report, scored with the risk sets of the moment (first failure of a host)."""
-        if self.has_failed[host]:
+        if self.has_failed[host] or happened < self.entry[host]:
             return
         self.has_failed[host] = True
         s = int(self.stratum[host])
         exposed = bool(self.is_exposed[host]) and self.world.admitted[host] <= happened
         n_e = int(self.exposed[s] - self.exposed_failed[s])
-        n_c = int(self.eligible[s] - self.exposed[s] - self.control_failed[s])
+        n_c = int(self.watched[s] - self.exposed[s] - self.control_failed[s])
         step_ = RiskStep(int(exposed), int(not exposed), max(n_e, int(exposed)), max(n_c, int(not exposed)))
         self.processes[s].update(step_)
         if self.keep_steps:
@@ -356,7 +368,7 @@ class RingfenceRun:
         own: dict[str, float] = {}
         pooled = [0.0] * len(rollout.mixture.thetas)
         for i, name in enumerate(self.strata):
-            control = int(self.eligible[i] - self.exposed[i])
+            control = int(max(self.watched[i] - self.exposed[i], 0))
             if control >= rollout.min_control:
                 own[name] = self.processes[i].log_e
                 pooled = [a + b for a, b in zip(pooled, self.processes[i].log_lrs, strict=True)]

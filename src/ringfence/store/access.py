@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ringfence.core.clock import utc
 from ringfence.core.errors import Conflict, InvalidInput, NotFound
 from ringfence.core.models import DeviceAttributes
-from ringfence.store.schema import ApiToken, DeviceRow, DeviceVersion, EnrollToken, TeamRow
+from ringfence.store.schema import ApiToken, DeviceRow, DeviceVersion, EnrollToken, TeamRow, WatchedRow
 
 ROLES = ("viewer", "operator", "releaser", "approver", "admin")
 TENANT_ROLES = ("viewer", "admin")
@@ -238,6 +238,7 @@ class Sighting:
     attributes: DeviceAttributes | None = None
     versions: Mapping[str, str] | None = None
     sequence: int | None = None  # the check-in's sequence number, when the device sends one
+    watched: Mapping[str, datetime] | None = None  # release id -> first check-in since its start
 
 
 def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
@@ -245,7 +246,11 @@ def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
     bulk statements. Later sightings of the same device win."""
     latest: dict[str, Sighting] = {}
     changed_versions: dict[tuple[str, str], tuple[str, datetime]] = {}
+    watched: dict[tuple[str, str], datetime] = {}
     for sighting in sightings:
+        for release_id, at in (sighting.watched or {}).items():
+            key = (release_id, sighting.device_id)
+            watched[key] = min(at, watched.get(key, at))
         previous = latest.get(sighting.device_id)
         if sighting.attributes is None and previous is not None and previous.attributes is not None:
             # Sightings carry only changes: a later plain check-in must not drop an earlier move.
@@ -256,6 +261,8 @@ def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
             changed_versions[(sighting.device_id, content_type)] = (version, sighting.at)
     if not latest:
         return
+    if watched:
+        _record_watched(s, watched)
     seen = [{"id": d, "last_seen_at": x.at} for d, x in latest.items() if x.attributes is None]
     if seen:
         s.execute(update(DeviceRow), seen)
@@ -274,6 +281,17 @@ def record_sightings(s: Session, sightings: Iterable[Sighting]) -> None:
             {"device_id": d, "content_type": ct, "version": v, "reported_at": at}
             for (d, ct), (v, at) in changed_versions.items()
         ], keys=("device_id", "content_type"), update_columns=("version", "reported_at"))
+
+
+def _record_watched(s: Session, watched: Mapping[tuple[str, str], datetime]) -> None:
+    """First check-ins since rollouts started; of two nodes' sightings the earlier one stands."""
+    dialect = s.get_bind().dialect.name
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(WatchedRow)
+    earliest = (func.least if dialect == "postgresql" else func.min)(WatchedRow.first_seen_at,
+                                                                        stmt.excluded.first_seen_at)
+    s.execute(stmt.on_conflict_do_update(index_elements=["release_id", "device_id"],
+                                         set_={"first_seen_at": earliest}),
+              [{"release_id": r, "device_id": d, "first_seen_at": at} for (r, d), at in watched.items()])
 
 
 def upsert(

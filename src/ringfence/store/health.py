@@ -2,9 +2,14 @@
 
 Exposed devices are admitted devices that sent the release's ``intent`` (events about the
 release from devices it never admitted count for nothing); the control arm is every other
-device the plan's waves could select, in the strata that have exposure. A device's first failure
-of this content type since the rollout started (whatever version it ran) is its reported
-failure; its last check-in is when it was last heard from. Placebo devices (control devices asked
+device the plan's waves could select, in the strata that have exposure. A device is watched
+(at risk) from the rollout's first sighting of it (its first check-in at or after the start,
+see :class:`~ringfence.store.schema.WatchedRow`) or its intent, whichever is earlier: a
+machine asleep or offline at the start joins the comparison when it is heard from, as an
+exposed one does, so sleeping machines that cannot fail do not swell the control arm. Its
+first failure of this content type after that (whatever version it ran) is its reported
+failure: one from before, reported when it came back, happened before it was watched. Its last
+check-in is when it was last heard from. Placebo devices (control devices asked
 to come back within the trial timeout) carry when they were asked and when they came back. Reads
 are a handful of grouped queries per look; the work is linear in the devices of the exposed
 strata.
@@ -24,7 +29,15 @@ from ringfence.core.models import FAILURE_KINDS, DeviceAttributes, EventKind, st
 from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent
 from ringfence.engine.health import judge_rollout
-from ringfence.store.schema import AdmissionRow, DeviceRow, EventRow, HistoryRow, PlaceboRow, ReleaseRow
+from ringfence.store.schema import (
+    AdmissionRow,
+    DeviceRow,
+    EventRow,
+    HistoryRow,
+    PlaceboRow,
+    ReleaseRow,
+    WatchedRow,
+)
 
 _FAILURES = [k.value for k in FAILURE_KINDS]
 
@@ -43,7 +56,8 @@ def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> 
                                                               HistoryRow.intent == Intent.START.value))
     if started is None:
         return [], 0
-    started = utc(started) if after is None else max(utc(started), after)
+    began = utc(started)
+    started = began if after is None else max(began, after)
     # A device speaks only for itself, about what it was offered: what the release's events say
     # counts only from devices the rollout admitted.
     admitted = set(s.scalars(select(AdmissionRow.device_id).where(AdmissionRow.release_id == row.id)))
@@ -53,6 +67,12 @@ def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> 
         return [], 0
     healthy = {d: at for d, at in _first(s, EventRow.release_id == row.id,
                                          EventRow.kind == EventKind.HEALTHY.value).items() if d in admitted}
+    watched = {d: utc(at) for d, at in s.execute(
+        select(WatchedRow.device_id, WatchedRow.first_seen_at).where(WatchedRow.release_id == row.id))}
+    since: dict[str, datetime] = {}
+    for device_id in watched.keys() | exposed.keys():
+        first = min(t for t in (watched.get(device_id), exposed.get(device_id)) if t is not None)
+        since[device_id] = max(began, first)
     failures: dict[str, tuple[datetime, str]] = {}
     for device_id, kind, at, received, release_id in s.execute(
             select(EventRow.device_id, EventRow.kind, EventRow.at, EventRow.received_at, EventRow.release_id)
@@ -61,6 +81,8 @@ def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> 
         if release_id == row.id and device_id not in admitted:
             continue  # a failure of a version it was never given: not evidence about the release
         when = min(utc(at), utc(received))
+        if device_id not in since or when < since[device_id]:
+            continue  # it happened before the rollout watched the device
         if device_id not in failures or when < failures[device_id][0]:
             failures[device_id] = (when, kind)
     everyone = any(not w.selector.include and not w.selector.exclude for w in plan.waves)
@@ -83,13 +105,13 @@ def _tracks(s: Session, row: ReleaseRow, plan: Plan, after: datetime | None) -> 
         if not eligible:
             continue  # no wave could ever select it: not a fair comparison
         reachable.add(stratum)
-        if stratum not in exposed_strata:
-            continue
+        if stratum not in exposed_strata or device_id not in since:
+            continue  # not heard from since the start: nothing known of it to compare
         failed = failures.get(device_id)
         if after is not None and _answered_for(exposed.get(device_id), healthy.get(device_id), failed, after, plan):
             continue
         tracks.append(Track(
-            device_id=device_id, stratum=stratum, since=max(started, utc(enrolled_at)),
+            device_id=device_id, stratum=stratum, since=max(since[device_id], started, utc(enrolled_at)),
             exposed_at=exposed.get(device_id), healthy_at=healthy.get(device_id),
             last_heard=utc(last_seen_at) if last_seen_at is not None else None,
             failed_at=failed[0] if failed else None, failure=failed[1] if failed else "",

@@ -212,6 +212,17 @@ class PlaceboRow(Base):
     seen_at: Mapped[datetime | None] = mapped_column(Stamp, nullable=True)
 
 
+class WatchedRow(Base):
+    """When a rollout first heard from a device: its first check-in at or after the start. The
+    judges count a device at risk from then on (a machine asleep or offline at the start joins
+    the comparison when it is heard from, like an exposed one, which is exposed at a check-in)."""
+
+    __tablename__ = "watched"
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(Stamp)
+
+
 class EventRow(Base):
     """An event a device reported. ``(device_id, event_id)`` is unique, so a retried report is
     stored once."""

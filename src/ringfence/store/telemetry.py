@@ -35,6 +35,7 @@ from ringfence.store.schema import (
     HistoryRow,
     PlaceboRow,
     ReleaseRow,
+    WatchedRow,
 )
 from ringfence.store.validations import validation_json
 
@@ -183,6 +184,11 @@ def load_placebos(s: Session, release_id: str) -> dict[str, tuple[int, str, date
     rows = s.execute(select(PlaceboRow.device_id, PlaceboRow.wave, PlaceboRow.stratum, PlaceboRow.asked_at,
                             PlaceboRow.seen_at).where(PlaceboRow.release_id == release_id))
     return {d: (w, st, utc(at), seen is not None) for d, w, st, at, seen in rows}
+
+
+def load_watched(s: Session, release_id: str) -> set[str]:
+    """The devices the rollout has heard from since it started."""
+    return set(s.scalars(select(WatchedRow.device_id).where(WatchedRow.release_id == release_id)))
 
 
 @dataclass(frozen=True, slots=True)

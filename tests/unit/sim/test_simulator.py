@@ -207,3 +207,28 @@ def test_other_tools_metrics_see_background_crashes_of_hosts_running_the_update(
 def test_an_alarm_threshold_sits_above_the_background() -> None:
     assert _poisson_limit(0.0, 1e-4) == 1
     assert _poisson_limit(1.75, 1e-4) == 9  # 10.5M hosts at 1e-5 crashes per host-hour: 1.75 a minute
+
+
+def test_the_judges_watch_a_host_from_its_first_check_in_since_the_start() -> None:
+    """As the server does: a host asleep at the start joins the control arm when it wakes and is
+    heard from, and a failure from before that (reported when it comes back) is not counted."""
+    scenario = load_scenario("good-update").scaled(SMALL)
+    fleet = build_fleet(scenario, 3)
+    run = RingfenceRun(scenario, fleet, default_plan(scenario.category), np.random.default_rng(3))
+    hosts = np.arange(fleet.size)
+    asleep = ~fleet.is_on(np.zeros(fleet.size), hosts)
+    assert asleep.any() and (~asleep).any()
+    assert (run.entry[asleep] >= fleet.next_on(np.zeros(int(asleep.sum())), hosts[asleep])).all()
+    assert (run.entry[~asleep] <= fleet.poll_s[~asleep] * 1.01).mean() > 0.9  # awake: within one poll
+
+    hour = 3600.0
+    run._read(run.world.read(hour), hour, hour)
+    heard = np.bincount(run.stratum[run.entry <= hour], minlength=len(run.strata))
+    assert (run.watched == heard).all() and heard.sum() < fleet.size
+
+    late = int(np.argmax(np.where(np.isfinite(run.entry), run.entry, -1.0)))  # heard from last of all
+    before = run.control_failed.copy()
+    run._failure(late, float(run.entry[late]), float(run.entry[late]) - 60.0)
+    assert not run.has_failed[late] and (run.control_failed == before).all()
+    run._failure(late, float(run.entry[late]) + 120, float(run.entry[late]) + 60.0)
+    assert run.has_failed[late] and run.control_failed.sum() == before.sum() + 1
