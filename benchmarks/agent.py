@@ -1,7 +1,8 @@
 """What one endpoint agent costs, and how fast it follows the server, on loopback.
 
 Measures a real ``python -m ringfence agent run`` process (what users run) against a real
-``ringfence server`` (SQLite in a temporary data dir) on 127.0.0.1:
+``ringfence server`` (SQLite in a temporary data dir) on 127.0.0.1, with TUF verification on
+(the agent's ``trust: root:`` is the root ``ringfence init`` made; ``--no-tuf`` leaves it out):
 
 * **idle RSS and CPU**: ``VmRSS`` from ``/proc/<pid>/status`` and utime+stime from
   ``/proc/<pid>/stat`` over ``--idle-seconds``, while nothing is pending (no update in flight,
@@ -814,7 +815,14 @@ def measure(args: argparse.Namespace, tmp: Path, agents: list[AgentRun], report:
         admin.content_type(CONTENT_TYPE)
         token = admin.enroll_token()
         config = tmp / "agent.yaml"
-        config.write_text(AGENT_CONFIG.format(trial=args.trial))
+        text = AGENT_CONFIG.format(trial=args.trial)
+        if args.tuf:  # every artifact verified against the server's TUF repository, from its shipped root
+            root = server.data_dir / "keys" / "publish" / "1.root.json"
+            if not root.is_file():
+                raise BenchError(f"--tuf: `ringfence init` made no TUF root at {root}")
+            text += f"trust:\n  root: {json.dumps(str(root))}\n"
+        config.write_text(text)
+        report["tuf"] = args.tuf
         cli = AgentRun("cli", tmp / "agent", proxy.url, token, config)
         agents.append(cli)
         bench.first_version(cli)
@@ -873,6 +881,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedded", choices=("auto", "always", "never"), default="auto",
                    help=f"also measure the agent embedded as a library: auto = when the CLI agent's idle RSS is "
                         f"above {TARGET_RSS_MB:g} MB")
+    p.add_argument("--tuf", action=argparse.BooleanOptionalAction, default=True,
+                   help="verify every artifact against the server's TUF repository (default: on)")
     p.add_argument("--seed", type=int, default=1, help="seed of the pauses before each round")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journal, database)")
     p.add_argument("--json", action="store_true", help="print only the JSON line on stdout")

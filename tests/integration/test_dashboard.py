@@ -124,7 +124,12 @@ def test_the_overview_and_the_curves_show_progress_per_wave_the_fleet_and_who_fa
                                                                                              "weekly")
 
     # And the curves: per stratum, exposed and control devices and their failures over the rollout
-    curves = _ok(viewer, f"/ui/data/rollouts/{rid}/curves?points=5")
+    # (the control devices count from their first check-in, written with the sightings)
+    def windows_control(c: dict[str, Any]) -> int:
+        return int({s["stratum"]: s["points"] for s in c["strata"]}["windows/eu-west"][-1][3])
+
+    curves = wait_for(lambda: (c := _ok(viewer, f"/ui/data/rollouts/{rid}/curves?points=5")) and c["strata"]
+                      and windows_control(c) == 2 and c)
     assert curves["columns"] == ["at_s", "exposed", "exposed_failed", "control", "control_failed"]
     windows = {c["stratum"]: c["points"] for c in curves["strata"]}["windows/eu-west"]
     assert windows == [[0.0, 2, 0, 2, 0], [30.0, 2, 0, 2, 0], [60.0, 2, 1, 2, 0], [90.0, 2, 1, 2, 0],

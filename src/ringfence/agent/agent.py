@@ -341,8 +341,10 @@ class Agent:
                         "checked against the sha256 the server names, not verified with TUF")
             return
         base = f"{self.config.server.rstrip('/')}/v1/tuf"
-        fetchers = [HttpxFetcher(credential=self.credential, timeout=self.config.request_timeout_s),
-                    HttpxFetcher(credential=self.credential, timeout=self.config.revocation_timeout_s)]
+        # One HTTP client (one TLS context with its CA bundle) for the agent API and the repository.
+        shared = self.transport.client if isinstance(self.transport, HttpTransport) else None
+        fetchers = [HttpxFetcher(shared, credential=self.credential, timeout=self.config.request_timeout_s),
+                    HttpxFetcher(shared, credential=self.credential, timeout=self.config.revocation_timeout_s)]
         try:
             self.signed = SignedDelivery(self.state_dir / "tuf", root, base, fetchers[0], fetchers[1])
             self._downgrades = Downgrades(self.signed)

@@ -36,13 +36,11 @@ The rules (the agent enforces them whenever a trusted root is configured):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tuf.api.exceptions import SlowRetrievalError
 from tuf.ngclient.fetcher import FetcherInterface
 
 from ringfence.agent.journal import ContentState
@@ -102,7 +100,7 @@ class SignedDelivery:
         self._dir = metadata_dir
         self._root = trusted_root if isinstance(trusted_root, bytes) else trusted_root.read_bytes()
         self._base = base_url
-        self._startup = _Budgeted(startup_fetcher or fetcher)
+        self._startup = startup_fetcher or fetcher
         self._client = TrustClient(metadata_dir, self._root, base_url, fetcher)
 
     def verify(self, content_type: str, version: str, path: Path) -> SignedArtifact:
@@ -130,27 +128,20 @@ class SignedDelivery:
         return SignedArtifact(content_type, version, seq)
 
     def revoked(self, budget_s: float | None = None) -> Revoked:
-        """The signed revocations. ``budget_s``: give up after about this long (each transfer
-        is also bounded by the start-up fetcher's own timeout, so the worst case is about twice
-        the budget when the last transfer starts just before it runs out).
+        """The signed revocations. ``budget_s``: give up after this long, however slowly the
+        repository answers (through the start-up fetcher).
 
         Raises:
             Unverified: the metadata or the document fails to verify, or is malformed.
             RepositoryUnreachable: the repository could not be reached (in time).
         """
-        if budget_s is None:
-            client = self._client
-        else:
-            self._startup.deadline = time.monotonic() + budget_s
-            client = TrustClient(self._dir, self._root, self._base, self._startup)
+        client = self._client if budget_s is None else TrustClient(self._dir, self._root, self._base, self._startup)
         try:
-            return parse_revocations(client.revocations())
+            return parse_revocations(client.revocations(budget_s=budget_s))
         except (BadTarget, BadMetadata) as exc:
             raise Unverified(f"TUF: {exc.message}") from None
         except TrustUnreachable as exc:
             raise RepositoryUnreachable(f"TUF: {exc.message}") from None
-        finally:
-            self._startup.deadline = None
 
 
 def parse_revocations(doc: Mapping[str, Any]) -> Revoked:
@@ -278,25 +269,3 @@ class Downgrades:
             except Unverified as exc:
                 self._revoked, self._problem = {}, f" (the signed revocations do not verify: {exc})"
         return self._revoked
-
-
-class _Budgeted(FetcherInterface):
-    """Passes fetches through until ``deadline`` (``time.monotonic()``); after it, every fetch
-    and every further chunk fails as a slow retrieval (an unreachable repository)."""
-
-    def __init__(self, inner: FetcherInterface) -> None:
-        self.inner = inner
-        self.deadline: float | None = None
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        self._check(url)
-        return self._chunks(url, self.inner.fetch(url))
-
-    def _chunks(self, url: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self._check(url)
-            yield chunk
-
-    def _check(self, url: str) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise SlowRetrievalError(f"GET {url}: the start-up budget ran out")

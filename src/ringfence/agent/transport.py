@@ -8,16 +8,21 @@ Errors, by what the agent should do about them::
         └── Unauthorized the credential (or enrolment token) is not accepted
 
 :class:`HttpTransport` speaks the agent API over httpx. It takes an optional ``httpx.Client``
-so tests can run the agent against an in-process server.
+so tests can run the agent against an in-process server. Every exchange finishes within its
+timeout, a wall-clock deadline however slowly the server sends (:mod:`ringfence.deadlines`): a
+check-in, a revocation check, a whole download.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+
+from ringfence.deadlines import Exchange, within
 
 
 class TransportError(Exception):
@@ -54,11 +59,9 @@ class Transport(Protocol):
 
     def download(self, credential: str, url: str, part: Path, limit: int, timeout: float) -> None:
         """Append the artifact at ``url`` to ``part`` (resuming where it stops), at most
-        ``limit`` bytes in all; fsynced when this returns."""
+        ``limit`` bytes in all; fsynced when this returns. What arrived by ``timeout`` stays
+        in ``part`` for the next try to resume."""
         ...
-
-
-_CHUNK = 1 << 16
 
 
 class HttpTransport:
@@ -67,6 +70,11 @@ class HttpTransport:
         self._client = client or httpx.Client(timeout=timeout, headers={"user-agent": "ringfence-agent"})
         self._timeout = timeout
 
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client it sends with (the agent's TUF fetchers share it)."""
+        return self._client
+
     def close(self) -> None:
         self._client.close()
 
@@ -74,18 +82,20 @@ class HttpTransport:
         return path if path.startswith(("http://", "https://")) else f"{self.server}{path}"
 
     def _post(self, path: str, secret: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        request = self._client.build_request("POST", self._url(path), json=body, timeout=timeout,
+                                             headers={"authorization": f"Bearer {secret}"})
         try:
-            response = self._client.post(self._url(path), json=body, timeout=timeout,
-                                         headers={"authorization": f"Bearer {secret}"})
+            with Exchange(self._client, request, within(timeout)) as exchange:
+                status, content = exchange.response.status_code, exchange.read()
         except httpx.HTTPError as exc:
             raise Unreachable(f"{path}: {type(exc).__name__}: {exc}") from exc
-        _raise_for(response, path)
+        _raise_for(status, content, path)
         try:
-            result = response.json()
+            result = json.loads(content)
         except ValueError:
             result = None
         if not isinstance(result, dict):  # a proxy's error page, say: not an answer from the server
-            raise Unreachable(f"{path}: the answer ({response.status_code}) is not a JSON object")
+            raise Unreachable(f"{path}: the answer ({status}) is not a JSON object")
         return result
 
     def enroll(self, token: str, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -102,13 +112,16 @@ class HttpTransport:
         headers = {"authorization": f"Bearer {credential}"}
         if have:
             headers["range"] = f"bytes={have}-"
+        request = self._client.build_request("GET", self._url(url), headers=headers, timeout=timeout)
         try:
-            with self._client.stream("GET", self._url(url), headers=headers, timeout=timeout) as response:
+            with Exchange(self._client, request, within(timeout)) as exchange:
+                response = exchange.response
                 if response.status_code == 416:  # we already hold every byte (or more: start over)
                     if have > limit:
                         part.unlink()
                     return
-                _raise_for(response, url)
+                if response.status_code >= 400:
+                    _raise_for(response.status_code, exchange.read(), url)
                 # A partial answer must start where our bytes end; anything else starts over.
                 resumed = response.status_code == 206 and response.headers.get(
                     "content-range", "").startswith(f"bytes {have}-")
@@ -118,31 +131,30 @@ class HttpTransport:
                                       f"({response.headers.get('content-range')!r}); starting over")
                 with open(part, "ab" if resumed else "wb") as f:
                     written = have if resumed else 0
-                    for chunk in response.iter_bytes(_CHUNK):
-                        written += len(chunk)
-                        if written > limit:
-                            raise DownloadTooLarge(f"{url} is larger than the {limit} bytes allowed")
-                        f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    try:
+                        for chunk in exchange.pieces():
+                            written += len(chunk)
+                            if written > limit:
+                                raise DownloadTooLarge(f"{url} is larger than the {limit} bytes allowed")
+                            f.write(chunk)
+                    finally:  # what arrived is kept for the next try to resume from
+                        f.flush()
+                        os.fsync(f.fileno())
         except httpx.HTTPError as exc:
             raise Unreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
-    status = response.status_code
+def _raise_for(status: int, content: bytes, what: str) -> None:
     if status < 400:
         return
     if status >= 500 or status in (408, 429):
         raise Unreachable(f"{what}: the server answered {status}")
-    if response.is_stream_consumed is False:
-        response.read()
     details: dict[str, Any] = {}
     try:
-        error = response.json()["error"]
+        error = json.loads(content)["error"]
         code, message = str(error["code"]), str(error["message"])
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
     except (ValueError, KeyError, TypeError, AttributeError):
-        code, message = "error", response.text[:200]
+        code, message = "error", content[:200].decode("utf-8", "replace")
     cls = Unauthorized if status in (401, 403) else Rejected
     raise cls(status, code, message, details)

@@ -15,6 +15,8 @@ Three parts, one per place they run:
 Errors are one tree, :mod:`~ringfence.trust.errors`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ringfence.trust.client import TrustClient
 from ringfence.trust.errors import (
     BadMetadata,
@@ -25,11 +27,28 @@ from ringfence.trust.errors import (
     TrustError,
     Unreachable,
 )
-from ringfence.trust.expiries import Expiries
 from ringfence.trust.fetchers import HttpxFetcher, LoopbackFetcher
-from ringfence.trust.keys import KeyChange, describe_keys, init_keys, rotate_online, rotate_root
 from ringfence.trust.names import REVOCATIONS_PATH, target_path
-from ringfence.trust.repository import TrustRepository
+
+if TYPE_CHECKING:
+    from ringfence.trust.expiries import Expiries
+    from ringfence.trust.keys import KeyChange, describe_keys, init_keys, rotate_online, rotate_root
+    from ringfence.trust.repository import TrustRepository
+
+# The operator's and the server's parts load when first used: the agent imports this package for
+# the client alone, and carries it on every endpoint.
+_LAZY = {"Expiries": "expiries", "KeyChange": "keys", "describe_keys": "keys", "init_keys": "keys",
+         "rotate_online": "keys", "rotate_root": "keys", "TrustRepository": "repository"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "REVOCATIONS_PATH",

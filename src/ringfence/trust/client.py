@@ -15,20 +15,30 @@ Guarantees:
   timestamp defeats a freeze attack. Metadata that did not change comes from the cache, so a
   call usually costs one small download (``timestamp.json``).
 * The client never writes artifacts. The agent downloads by hash into its own staging area and
-  asks :meth:`TrustClient.verify` about those bytes; ``revocations.json`` is the only target
-  fetched here, and it stays in memory.
+  asks :meth:`TrustClient.verify` about those bytes; :meth:`TrustClient.fetch` downloads and
+  verifies any other target by name (``revocations.json``) and hands its bytes over in memory.
+* The verified metadata the cache holds is written durably (temporary file, fsync, rename, fsync
+  of the directory): after a power cut it holds the old version or the new one, never a
+  truncated file that would let the rollback protection start again from nothing.
 * Expiry is judged against this host's clock: python-tuf reads it itself.
+* ``budget_s`` bounds a whole call (every download it makes, however slowly the bytes come) by
+  one wall-clock deadline; past it the call fails with :class:`Unreachable`.
 
-URLs, matching :mod:`ringfence.trust.repository`: ``{base_url}/metadata/{name}`` and
-``{base_url}/targets/{sha256}.{path}`` (consistent snapshots).
+URLs: ``{base_url}/metadata/{name}`` and ``{base_url}/targets/{path}``, the target's name as the
+TUF specification forms it (with consistent snapshots, the first listed hash before the basename,
+``dir/{hash}.name``; any hash algorithm the metadata lists).
 
 Not thread-safe: one client per metadata directory, used by one thread at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,12 +50,13 @@ from tuf.api.exceptions import (
     DownloadLengthMismatchError,
     LengthOrHashMismatchError,
     RepositoryError,
+    SlowRetrievalError,
 )
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from ringfence.trust._files import RELEASES, REVOCATIONS
+from ringfence.trust._files import RELEASES, REVOCATIONS, sync_directory, write_atomic
 from ringfence.trust._tuf import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 from ringfence.trust.errors import BadMetadata, BadTarget, TrustError, Unreachable
 from ringfence.trust.fetchers import HttpxFetcher
@@ -86,16 +97,17 @@ class TrustClient:
         if self._owned is not None:
             self._owned.close()
 
-    def refresh(self) -> None:
+    def refresh(self, *, budget_s: float | None = None) -> None:
         """Update the cached metadata to the repository's newest.
 
         Raises:
             BadMetadata: naming the file, role and version that failed to verify.
-            Unreachable: the repository could not be fetched from.
+            Unreachable: the repository could not be fetched from (within ``budget_s``).
         """
-        self._refreshed()
+        with self._budget(budget_s):
+            self._refreshed()
 
-    def verify(self, target_path: str, data: bytes | Path) -> TargetFile:
+    def verify(self, target_path: str, data: bytes | Path, *, budget_s: float | None = None) -> TargetFile:
         """Refresh, then check that ``data`` (bytes, or a file read in chunks) has the length and
         hashes ``releases`` signs for ``target_path``. Returns the signed entry (``.custom`` holds
         what the server attached).
@@ -103,14 +115,13 @@ class TrustClient:
         Raises:
             BadTarget: the target is not signed, or the bytes differ from what is signed.
             BadMetadata: naming the file, role and version that failed to verify.
-            Unreachable: the repository could not be fetched from.
+            Unreachable: the repository could not be fetched from (within ``budget_s``).
         """
-        updater = self._refreshed()
-        with self._translated(target_path):
-            info = updater.get_targetinfo(target_path)
-        if info is None:
-            raise BadTarget(f"target {target_path!r} is not signed: {self._signed_by()} does not list it",
-                            path=target_path)
+        with self._budget(budget_s):
+            return self._verify(target_path, data)
+
+    def _verify(self, target_path: str, data: bytes | Path) -> TargetFile:
+        _, info = self._signed(target_path)
         try:
             if isinstance(data, Path):
                 with data.open("rb") as handle:
@@ -122,30 +133,20 @@ class TrustClient:
                             path=target_path) from None
         return info
 
-    def revocations(self) -> dict[str, Any]:
+    def revocations(self, *, budget_s: float | None = None) -> dict[str, Any]:
         """Refresh, then download and verify the signed ``revocations.json`` and return it.
 
         Raises:
             BadTarget: it is not signed, its bytes differ from what is signed, or it is not a JSON
                 object.
             BadMetadata: naming the file, role and version that failed to verify.
-            Unreachable: the repository could not be fetched from.
+            Unreachable: the repository could not be fetched from (within ``budget_s``).
         """
-        updater = self._refreshed()
-        with self._translated(REVOCATIONS):
-            info = updater.get_targetinfo(REVOCATIONS)
-        if info is None:
-            raise BadTarget(f"{REVOCATIONS} is not signed: {self._signed_by()} does not list it", path=REVOCATIONS)
-        digest = info.hashes.get("sha256")
-        if digest is None:
-            raise BadTarget(f"{REVOCATIONS}: {self._signed_by()} gives no sha256", path=REVOCATIONS)
-        with self._translated(REVOCATIONS):
-            data = self._fetcher.download_bytes(f"{self._base}/targets/{digest}.{REVOCATIONS}", info.length)
-        try:
-            info.verify_length_and_hashes(data)
-        except LengthOrHashMismatchError as exc:
-            raise BadTarget(f"{REVOCATIONS} differs from what {self._signed_by()} signs: {exc}",
-                            path=REVOCATIONS) from None
+        with self._budget(budget_s):
+            return self._revocations()
+
+    def _revocations(self) -> dict[str, Any]:
+        _, data = self._fetch(REVOCATIONS)
         try:
             doc = json.loads(data)
         except ValueError as exc:
@@ -153,6 +154,31 @@ class TrustClient:
         if not isinstance(doc, dict):
             raise BadTarget(f"{REVOCATIONS} is not a JSON object", path=REVOCATIONS)
         return doc
+
+    def fetch(self, target_path: str, *, budget_s: float | None = None) -> tuple[TargetFile, bytes]:
+        """Refresh, then download the target ``target_path`` and verify it against what
+        ``releases`` signs (length and every listed hash); returns the signed entry and the bytes.
+
+        Raises:
+            BadTarget: the target is not signed, or the bytes differ from what is signed.
+            BadMetadata: naming the file, role and version that failed to verify.
+            Unreachable: the repository could not be fetched from (within ``budget_s``).
+        """
+        with self._budget(budget_s):
+            return self._fetch(target_path)
+
+    def _fetch(self, target_path: str) -> tuple[TargetFile, bytes]:
+        updater, info = self._signed(target_path)
+        with tempfile.TemporaryDirectory(dir=self._dir, prefix=".fetch-") as scratch:
+            into = os.path.join(scratch, "target")
+            with self._translated(target_path):
+                try:
+                    updater.download_target(info, into, f"{self._base}/targets/")
+                except LengthOrHashMismatchError as exc:
+                    raise BadTarget(f"target {target_path!r} differs from what {self._signed_by()} signs: {exc}",
+                                    path=target_path) from None
+            with open(into, "rb") as handle:
+                return info, handle.read()
 
     def trusted_versions(self) -> dict[str, int]:
         """The version of each role in the cache of verified metadata, 0 for none yet."""
@@ -167,17 +193,35 @@ class TrustClient:
         return versions
 
     # -- internals ------------------------------------------------------------------------------------
+    @contextmanager
+    def _budget(self, budget_s: float | None) -> Iterator[None]:
+        self._fetcher.set_deadline(None if budget_s is None else time.monotonic() + budget_s)
+        try:
+            yield
+        finally:
+            self._fetcher.set_deadline(None)
+
     def _updater(self) -> Updater:
         self._fetcher.reset()
         with self._translated(what="the trusted root"):
-            return Updater(str(self._dir), f"{self._base}/metadata/", fetcher=self._fetcher, config=self._config,
-                           bootstrap=self._root)
+            return _DurableUpdater(str(self._dir), f"{self._base}/metadata/", fetcher=self._fetcher,
+                                   config=self._config, bootstrap=self._root)
 
     def _refreshed(self) -> Updater:
         updater = self._updater()
         with self._translated():
             updater.refresh()
         return updater
+
+    def _signed(self, target_path: str) -> tuple[Updater, TargetFile]:
+        """Refresh, then the signed entry of ``target_path``."""
+        updater = self._refreshed()
+        with self._translated(target_path):
+            info = updater.get_targetinfo(target_path)
+        if info is None:
+            raise BadTarget(f"target {target_path!r} is not signed: {self._signed_by()} does not list it",
+                            path=target_path)
+        return updater, info
 
     def _signed_by(self) -> str:
         versions = self.trusted_versions()
@@ -220,9 +264,30 @@ class TrustClient:
         raise BadMetadata(f"{what} rejected: {type(exc).__name__}: {exc}", **details) from None
 
 
+class _DurableUpdater(Updater):
+    """python-tuf's updater, persisting what it verified durably: each metadata file through a
+    temporary file, fsync, rename and fsync of the directory, and ``root.json`` pointed at the
+    newest root by a new link renamed over the old one (python-tuf writes without fsync, and
+    removes the link before making the new one)."""
+
+    def _persist_file(self, filename: str, data: bytes) -> None:
+        write_atomic(Path(filename), data)
+
+    def _update_root_symlink(self) -> None:
+        link = Path(self._dir, "root.json")
+        fresh = link.with_name(".root.json.new")
+        with contextlib.suppress(FileNotFoundError):
+            fresh.unlink()
+        os.symlink(os.path.join("root_history", f"{self._trusted_set.root.version}.root.json"), fresh)
+        os.replace(fresh, link)
+        sync_directory(link.parent)
+
+
 class _Recorder(FetcherInterface):
     """Passes fetches through and keeps the last URL and the bytes received from it, so an error
-    can name the file, role and version it was about."""
+    can name the file, role and version it was about. Holds a call's deadline: handed to a
+    fetcher that enforces one while bytes arrive (``deadline`` attribute, as
+    :class:`~ringfence.trust.fetchers.HttpxFetcher` has), and checked here between chunks."""
 
     def __init__(self, inner: FetcherInterface) -> None:
         self.inner = inner
@@ -231,20 +296,32 @@ class _Recorder(FetcherInterface):
         self.url: str | None = None
         """The last URL that answered; ``data`` holds what it sent."""
         self.data = bytearray()
+        self.deadline: float | None = None
 
     def reset(self) -> None:
         self.attempted, self.url, self.data = None, None, bytearray()
 
+    def set_deadline(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        if hasattr(self.inner, "deadline"):
+            self.inner.deadline = deadline
+
     def _fetch(self, url: str) -> Iterator[bytes]:
         self.attempted = url
+        self._check(url)
         chunks = self.inner.fetch(url)
         self.url, self.data = url, bytearray()
-        return self._recorded(chunks)
+        return self._recorded(url, chunks)
 
-    def _recorded(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _recorded(self, url: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
+            self._check(url)
             self.data += chunk
             yield chunk
+
+    def _check(self, url: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise SlowRetrievalError(f"GET {url}: the time allowed ran out")
 
 
 def _claimed(data: bytes) -> Metadata[Any] | None:

@@ -2,7 +2,9 @@
 I/O seam (``FetcherInterface._fetch``) and its in-memory twin.
 
 :class:`HttpxFetcher` speaks HTTP through an ``httpx.Client`` and can carry the device's bearer
-credential. :class:`LoopbackFetcher` serves a repository's bytes in-process, with no sockets, and
+credential; every GET finishes within its timeout (a wall-clock deadline, however slowly the bytes
+trickle: :mod:`ringfence.deadlines`) and before the fetcher's :attr:`~HttpxFetcher.deadline`, an
+operation's budget. :class:`LoopbackFetcher` serves a repository's bytes in-process, with no sockets, and
 records every URL it was asked for; tests and the simulator use it the way httpx's tests use
 ``MockTransport``.
 
@@ -13,6 +15,8 @@ the client turns into :class:`~ringfence.trust.errors.Unreachable`.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from typing import Protocol
 from urllib.parse import unquote
@@ -21,9 +25,8 @@ import httpx
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, SlowRetrievalError
 from tuf.ngclient.fetcher import FetcherInterface
 
+from ringfence.deadlines import Exchange
 from ringfence.trust.errors import NotPublished
-
-_CHUNK = 1 << 16
 
 
 class HttpxFetcher(FetcherInterface):
@@ -33,7 +36,7 @@ class HttpxFetcher(FetcherInterface):
         client: the client to send with (its TLS settings, proxies and headers apply); a new one is
             made, and owned, when None.
         credential: sent as ``Authorization: Bearer ...`` when set; may be changed later.
-        timeout: seconds for connecting and between bytes received.
+        timeout: seconds for the whole of one GET, from connecting to the last byte.
     """
 
     def __init__(self, client: httpx.Client | None = None, *, credential: str | None = None,
@@ -42,6 +45,8 @@ class HttpxFetcher(FetcherInterface):
         self._client = client or httpx.Client(headers={"user-agent": "ringfence-agent"})
         self.credential = credential
         self._timeout = timeout
+        self.deadline: float | None = None
+        """``time.monotonic()`` by which every GET must have finished (an operation's budget), or None."""
 
     def close(self) -> None:
         if self._owned:
@@ -50,27 +55,27 @@ class HttpxFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         headers = {"authorization": f"Bearer {self.credential}"} if self.credential else {}
         request = self._client.build_request("GET", url, headers=headers, timeout=self._timeout)
+        deadline = min(time.monotonic() + self._timeout, math.inf if self.deadline is None else self.deadline)
         try:
-            response = self._client.send(request, stream=True)
+            exchange = Exchange(self._client, request, deadline)
         except httpx.TimeoutException as exc:
             raise SlowRetrievalError(f"GET {url}: timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            response.close()
-            raise DownloadHTTPError(f"GET {url}: HTTP {response.status_code}", response.status_code)
-        return self._chunks(url, response)
+        if exchange.response.status_code != 200:
+            exchange.close()
+            raise DownloadHTTPError(f"GET {url}: HTTP {exchange.response.status_code}", exchange.response.status_code)
+        return self._chunks(url, exchange)
 
     @staticmethod
-    def _chunks(url: str, response: httpx.Response) -> Iterator[bytes]:
-        try:
-            yield from response.iter_bytes(_CHUNK)
-        except httpx.TimeoutException as exc:
-            raise SlowRetrievalError(f"GET {url}: timed out while reading ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            response.close()
+    def _chunks(url: str, exchange: Exchange) -> Iterator[bytes]:
+        with exchange:
+            try:
+                yield from exchange.pieces()
+            except httpx.TimeoutException as exc:
+                raise SlowRetrievalError(f"GET {url}: timed out while reading ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:
+                raise DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
 
 
 class Published(Protocol):

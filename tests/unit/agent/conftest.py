@@ -1,14 +1,16 @@
 """A real, tiny HTTP server for the probe and transport tests: ``http.server`` in a thread.
 
-Each test registers what a path answers (``server.route("GET", "/x", handler)``); the server
-records every request (method, path, lower-cased headers, body) so tests can check what the
-client actually sent.
+Each test registers what a path answers (``server.route("GET", "/x", handler)``, or
+``server.fallback`` for every other path); a reply may trickle its body one byte at a time
+(``drip_s`` apart), as a server at the end of a bad link does. The server records every request
+(method, path, lower-cased headers, body) so tests can check what the client actually sent.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +31,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0  # the body one byte at a time, this long apart (0: all at once)
 
 
 Handler = Callable[[Seen], Reply]
@@ -38,6 +41,7 @@ class TinyServer:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.requests: list[Seen] = []
+        self.fallback: Handler | None = None
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -46,14 +50,23 @@ class TinyServer:
                 seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                             self.rfile.read(length) if length else b"")
                 server.requests.append(seen)
-                handler = server.routes.get((self.command, self.path))
+                handler = server.routes.get((self.command, self.path)) or server.fallback
                 reply = handler(seen) if handler else Reply(404, b"no route")
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
                 self.send_header("content-length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.drip_s:
+                    self.wfile.write(reply.body)
+                    return
+                try:
+                    for byte in reply.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.drip_s)
+                except OSError:
+                    pass  # the client gave up
 
             do_GET = do_POST = _serve  # noqa: N815
 

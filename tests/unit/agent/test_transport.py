@@ -125,10 +125,32 @@ def test_a_closed_port_is_unreachable(closed_url: str) -> None:
 def test_a_server_that_never_answers_is_unreachable_at_the_timeout(silent_url: str) -> None:
     transport = HttpTransport(silent_url, timeout=5)
     try:
-        with pytest.raises(Unreachable, match="ReadTimeout"):
+        with pytest.raises(Unreachable, match=r"ReadTimeout|DeadlineExceeded"):
             transport.checkin("c", {}, timeout=0.3)
     finally:
         transport.close()
+
+
+# A minute of bytes at one a second: each read returns within httpx's read timeout, so only a
+# deadline on the whole exchange ends these before the body is complete.
+DRIP = Reply(200, b'{"acked": [], "poll_interval_s": 30, "desired": {}, "pad": "' + b"." * 8 + b'"}', drip_s=1.0)
+
+
+def test_a_check_in_answered_one_byte_a_second_gives_up_at_its_timeout(http_server: TinyServer,
+                                                                        transport: HttpTransport) -> None:
+    http_server.route("POST", CHECKIN, DRIP)
+    with pytest.raises(Unreachable, match="DeadlineExceeded"):
+        transport.checkin("c", {}, timeout=1.5)
+
+
+def test_a_download_that_trickles_gives_up_at_its_timeout_and_keeps_what_arrived(
+        http_server: TinyServer, transport: HttpTransport, tmp_path: Path) -> None:
+    http_server.route("GET", BLOB, Reply(200, ARTIFACT[:60], drip_s=1.0))
+    part = tmp_path / "a.part"
+    with pytest.raises(Unreachable, match="DeadlineExceeded"):
+        transport.download("c", BLOB, part, limit=len(ARTIFACT), timeout=1.5)
+    kept = part.read_bytes()
+    assert len(kept) < 60 and ARTIFACT.startswith(kept)  # resumed from there next time
 
 
 # -- downloads --------------------------------------------------------------------------------

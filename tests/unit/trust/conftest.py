@@ -74,15 +74,18 @@ class World:
         """The served file name of ``role``'s current version (``4.releases.json``)."""
         return "timestamp.json" if role == "timestamp" else f"{self.repository.versions()[role]}.{role}.json"
 
-    def serve_forged_releases(self, add: dict[str, bytes], signer: CryptoSigner) -> None:
-        """Serve a next releases version that adds ``add`` (path -> content) signed by ``signer``,
-        with snapshot and timestamp re-signed by the genuine online keys: what a thief holding the
-        server's snapshot and timestamp keys, but not the releases key, could serve."""
+    def serve_forged_releases(self, add: dict[str, bytes], signer: CryptoSigner,
+                              algorithms: tuple[str, ...] = ("sha256",)) -> None:
+        """Serve a next releases version that adds ``add`` (path -> content, hashed with
+        ``algorithms``) signed by ``signer``, with snapshot and timestamp re-signed by the genuine
+        online keys: what a thief holding the server's snapshot and timestamp keys, but not the
+        releases key, could serve (or, signed with the releases key, what a repository listing
+        other hash algorithms serves)."""
         versions = self.repository.versions()
         releases = Metadata[Targets].from_bytes(self.repository.metadata_bytes(self.served("releases"))).signed
         releases.version += 1
         for path, content in add.items():
-            releases.targets[path] = TargetFile.from_data(path, content)
+            releases.targets[path] = TargetFile.from_data(path, content, list(algorithms))
         releases_bytes = sign(Metadata(releases), [signer])
         targets_bytes = self.repository.metadata_bytes(self.served("targets"))
         soon = datetime.now(UTC) + timedelta(hours=1)

@@ -5,6 +5,7 @@ that does not answer."""
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -183,7 +184,7 @@ def test_tampered_revocations_are_a_bad_target(world: World) -> None:
     target = world.repository.set_revocations({"sensor/ipc-templates": ["291"]})
     world.fetcher.replace[f"{target.hashes['sha256']}.revocations.json"] = b'{"sensor/ipc-templates":["292"]}'
 
-    with pytest.raises(BadTarget, match=r"revocations\.json differs"):
+    with pytest.raises(BadTarget, match=r"revocations\.json' differs"):
         world.client().revocations()
 
 
@@ -202,3 +203,72 @@ def test_a_trusted_root_that_does_not_verify_is_refused(world: World, tmp_path: 
     tampered = _flip(world.shipped_root.read_bytes(), b'"expires":"2')
     with pytest.raises(BadMetadata, match="the trusted root rejected"):
         TrustClient(tmp_path / "fresh", tampered, BASE, world.fetcher)
+
+
+# -- any target, by the specification's URL -------------------------------------------------------
+
+def test_any_signed_target_is_fetched_by_name_from_the_specifications_url(world: World) -> None:
+    data = b"channel file 291"
+    releases_key = read_signer(world.keys / "online" / "releases.key")
+    world.serve_forged_releases({"sensor~ipc-templates/291.1": data}, releases_key)
+    digest = hashlib.sha256(data).hexdigest()
+    world.fetcher.replace[f"{digest}.291.1"] = data
+
+    info, got = world.client().fetch("sensor~ipc-templates/291.1")
+
+    assert got == data and info.length == len(data)
+    # consistent snapshots: the hash goes before the basename, not before the whole path
+    assert world.fetcher.fetched[-1] == f"{BASE}/targets/sensor~ipc-templates/{digest}.291.1"
+
+
+def test_a_target_listed_with_another_hash_algorithm_is_fetched_and_verified(world: World) -> None:
+    data, tampered = b"signed with sha512 only", b"signed with sha512 onlY"
+    world.serve_forged_releases({"a/file": data}, read_signer(world.keys / "online" / "releases.key"),
+                                algorithms=("sha512",))
+    digest = hashlib.sha512(data).hexdigest()
+    world.fetcher.replace[f"{digest}.file"] = data
+    client = world.client()
+
+    info, got = client.fetch("a/file")
+    assert got == data and set(info.hashes) == {"sha512"}
+    assert client.verify("a/file", data).length == len(data)
+
+    world.fetcher.replace[f"{digest}.file"] = tampered
+    with pytest.raises(BadTarget, match="'a/file' differs from what"):
+        client.fetch("a/file")
+    with pytest.raises(BadTarget, match="'a/file' differs from what"):
+        client.verify("a/file", tampered)
+
+
+# -- durable cache ---------------------------------------------------------------------------------
+
+def test_the_verified_metadata_is_fsynced_before_it_replaces_the_old_and_the_directory_after(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a power cut can leave of the cache is the old file or the new one: the bytes are on
+    disk before the rename, and the rename is on disk (directory fsync) before the next file."""
+    client = world.client()
+    steps: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        steps.append(("fsync", target))
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        real_replace(src, dst)
+        steps.append(("replace", os.fspath(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    client.revocations()  # the whole chain, the delegated releases included
+
+    cache = str(world.tmp / "clients" / "agent")
+    written = [dst for kind, dst in steps if kind == "replace"]
+    assert {Path(w).name for w in written} >= {"timestamp.json", "snapshot.json", "targets.json", "releases.json"}
+    for dst in written:
+        i = steps.index(("replace", dst))
+        synced = [t for kind, t in steps[:i] if kind == "fsync"]
+        assert synced and Path(synced[-1]).parent == Path(dst).parent, f"{dst}: the bytes were not fsynced first"
+        assert steps[i + 1] == ("fsync", str(Path(dst).parent)), f"{dst}: the directory was not fsynced after"
+    assert all(d.startswith(cache) for d in written)
