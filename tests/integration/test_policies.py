@@ -54,7 +54,7 @@ def api(tmp_path: Path, db_url: str) -> Iterator[Api]:
         yield running
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -132,12 +132,18 @@ def set_policy(api: Api, **body: Any) -> dict[str, Any]:
 
 def fleet_of(api: Api, n: int) -> None:
     wait_for(lambda: api.http.get("/v1/server").json()["devices"] == n)
-    time.sleep(0.2)  # let the population refresh rebuild the cohort tables
+    snapshot = api.app.state.runtime.snapshot
+    wait_for(lambda: not snapshot.population_changed)  # the population refresh rebuilt the cohort tables
 
 
 def complete(api: Api, release_id: str, soak_s: float) -> None:
     api.clock.advance(soak_s + 1)
-    wait_for(lambda: status(api, release_id)["phase"] == "completed")
+    try:
+        wait_for(lambda: status(api, release_id)["phase"] == "completed")
+    except AssertionError:
+        now = status(api, release_id)
+        raise AssertionError(f"not completed: {now['phase']}, waiting for {now.get('waiting')}, verdicts "
+                             f"{now.get('verdicts')}") from None
     wait_for(lambda: release_id not in api.http.get("/v1/server").json()["rollout_phases"])
 
 

@@ -40,6 +40,7 @@ from ringfence.agent.appliers import Applier, ApplyFailed, CommandApplier, Conte
 from ringfence.agent.config import AgentConfig, ContentTypeSpec, default_attributes
 from ringfence.agent.durable import write_atomic
 from ringfence.agent.journal import ContentState, Journal, JournalError, State, Update, VersionRef, summary
+from ringfence.agent.lifecycle import next_delay
 from ringfence.agent.probes import Probe, ProbeResult, describe_exit, probe_for
 from ringfence.agent.signed import Downgrades, RepositoryUnreachable, Revoked, SignedDelivery, Unverified
 from ringfence.agent.transport import (
@@ -98,6 +99,7 @@ class Agent:
         self._attributes_sent = False
         self._checkin: int | None = None  # the last check-in sequence number used in this process
         self._failures = 0  # consecutive unreachable check-ins, for the backoff
+        self._rng = random.Random()  # the check-in jitter (seeded from the system: agents differ)
         self._workload_restarts = 0
         self._workload_restart_at = 0.0
         self._kill_at = os.environ.get(KILL_AT_ENV, "")
@@ -425,11 +427,7 @@ class Agent:
     def _next_delay(self, reached: bool) -> float:
         if reached:
             self._failures = 0
-            low, high = self.config.poll_bounds_s
-            base = min(max(self.poll_interval_s, low), high)
-            return base * random.uniform(1 - self.config.jitter, 1 + self.config.jitter)
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** min(self._failures, 30))
-        return random.uniform(ceiling / 2, ceiling)
+        return next_delay(self.config, reached, self.poll_interval_s, self._failures, self._rng)
 
     def _idle(self, seconds: float) -> None:
         """Wait for the next check-in, watching the workload meanwhile."""

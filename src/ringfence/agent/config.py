@@ -46,9 +46,9 @@ import yaml
 from ringfence import __version__
 from ringfence.agent.appliers import Commands, Unpack
 from ringfence.agent.workload import WorkloadSpec
+from ringfence.core.durations import parse_duration
 from ringfence.core.errors import InvalidInput
 from ringfence.core.models import check_content_type_name
-from ringfence.core.plan import parse_duration
 
 PROBE_KINDS = ("none", "workload", "command", "http")
 

@@ -89,14 +89,7 @@ class HttpTransport:
                 status, content = exchange.response.status_code, exchange.read()
         except httpx.HTTPError as exc:
             raise Unreachable(f"{path}: {type(exc).__name__}: {exc}") from exc
-        _raise_for(status, content, path)
-        try:
-            result = json.loads(content)
-        except ValueError:
-            result = None
-        if not isinstance(result, dict):  # a proxy's error page, say: not an answer from the server
-            raise Unreachable(f"{path}: the answer ({status}) is not a JSON object")
-        return result
+        return answer(status, content, path)
 
     def enroll(self, token: str, attributes: dict[str, Any]) -> dict[str, Any]:
         return self._post("/v1/agent/enroll", token, attributes, self._timeout)
@@ -121,7 +114,9 @@ class HttpTransport:
                         part.unlink()
                     return
                 if response.status_code >= 400:
-                    _raise_for(response.status_code, exchange.read(), url)
+                    error = classify(response.status_code, exchange.read(), url)
+                    assert error is not None
+                    raise error
                 # A partial answer must start where our bytes end; anything else starts over.
                 resumed = response.status_code == 206 and response.headers.get(
                     "content-range", "").startswith(f"bytes {have}-")
@@ -144,11 +139,14 @@ class HttpTransport:
             raise Unreachable(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
-def _raise_for(status: int, content: bytes, what: str) -> None:
+def classify(status: int, content: bytes, what: str) -> TransportError | None:
+    """What an answer of the agent API means, for the agent and the live fleet alike: None (a
+    success), :class:`Unreachable` (a 5xx, 408 or 429: try again later) or :class:`Rejected` /
+    :class:`Unauthorized` (a 4xx in the project's error shape, or its first 200 bytes)."""
     if status < 400:
-        return
+        return None
     if status >= 500 or status in (408, 429):
-        raise Unreachable(f"{what}: the server answered {status}")
+        return Unreachable(f"{what}: the server answered {status}")
     details: dict[str, Any] = {}
     try:
         error = json.loads(content)["error"]
@@ -156,5 +154,23 @@ def _raise_for(status: int, content: bytes, what: str) -> None:
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
     except (ValueError, KeyError, TypeError, AttributeError):
         code, message = "error", content[:200].decode("utf-8", "replace")
-    cls = Unauthorized if status in (401, 403) else Rejected
-    raise cls(status, code, message, details)
+    return (Unauthorized if status in (401, 403) else Rejected)(status, code, message, details)
+
+
+def answer(status: int, content: bytes, what: str) -> dict[str, Any]:
+    """The JSON object a successful answer carries.
+
+    Raises:
+        TransportError: what :func:`classify` makes of the answer, or :class:`Unreachable` for a
+            success that is not a JSON object (a proxy's page, say: not an answer from the server).
+    """
+    error = classify(status, content, what)
+    if error is not None:
+        raise error
+    try:
+        result = json.loads(content)
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        raise Unreachable(f"{what}: the answer ({status}) is not a JSON object")
+    return result

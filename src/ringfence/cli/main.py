@@ -182,7 +182,7 @@ def plan_check(plan: Path, json_out: Json = False) -> None:
         _print_json({"ok": True, "plan": parsed.as_dict()})
         return
     table = Table("#", "wave", "share", "max devices", "soak", "failure budget", title=f"plan {parsed.name}")
-    from ringfence.core.plan import format_duration
+    from ringfence.core.durations import format_duration
 
     for i, w in enumerate(parsed.waves):
         cap = ", ".join(f"{k} {v}" for k, v in (("total", w.cap.total), ("per stratum", w.cap.per_stratum)) if v)

@@ -47,7 +47,6 @@ promotion always needs confirmed health, never only elapsed time.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from ringfence.core.durations import format_duration, parse_duration
 from ringfence.core.errors import PlanError, PlanProblem
 from ringfence.core.models import DEFAULT_STRATA, STRATUM_DIMENSIONS, Category, DeviceAttributes
 
@@ -69,7 +69,6 @@ SELECTOR_KEYS: Mapping[str, str] = {
     "tags": "tags",
 }
 MAX_WAVES = 64
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,30 +265,6 @@ class Plan:
             "health": self.health.as_dict(),
             "waves": [w.as_dict() for w in self.waves],
         }
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse ``45s``, ``30m``, ``2h``, ``1d``, ``1h30m`` (or plain seconds) into a timedelta."""
-    text = text.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
-    m = _DURATION.fullmatch(text)
-    if not text or not m:
-        raise ValueError(f"{text!r} is not a duration like 45s, 30m, 2h, 1d or 1h30m")
-    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    if seconds or not parts:
-        parts.append(f"{seconds}s")
-    return "".join(parts)
 
 
 def parse_plan(text: str, source: str = "<plan>", category: Category | None = None) -> Plan:

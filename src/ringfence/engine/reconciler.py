@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ringfence.analysis.verdicts import Verdict, VerdictPhase
-from ringfence.core.plan import Plan, format_duration
+from ringfence.core.durations import format_duration
+from ringfence.core.plan import Plan
 from ringfence.core.rollout import Intent, Phase, RolloutState
 
 

@@ -55,7 +55,8 @@ import httpx
 
 from ringfence.agent.answers import Desired, parse_desired
 from ringfence.agent.journal import Update
-from ringfence.agent.transport import Rejected, TransportError, Unauthorized, Unreachable
+from ringfence.agent.lifecycle import next_delay
+from ringfence.agent.transport import Rejected, TransportError, Unauthorized, Unreachable, answer, classify
 from ringfence.core.clock import Clock, SystemClock
 from ringfence.core.errors import InvalidInput
 from ringfence.core.models import EventKind
@@ -134,21 +135,6 @@ class FleetConfig:
             if not ok:
                 value = getattr(self, name)
                 raise InvalidInput(f"{name} must be {requirement}, not {value!r}", field=name, value=value)
-
-
-def _refusal(response: httpx.Response, what: str) -> TransportError | None:
-    """What an answer means for the agent: None (fine), try again later, or refused."""
-    status = response.status_code
-    if status < 400:
-        return None
-    if status >= 500 or status in (408, 429):
-        return Unreachable(f"{what}: the server answered {status}")
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        code, message = "error", response.text[:200]
-    return (Unauthorized if status in (401, 403) else Rejected)(status, code, message)
 
 
 @dataclass(slots=True)
@@ -340,13 +326,7 @@ class LiveFleet:
                 await self._trial(d, ct)
 
     def _next_delay(self, d: SimulatedDevice, reached: bool) -> float:
-        cfg = self.config
-        if reached:
-            low, high = cfg.poll_bounds_s
-            base = min(max(d.poll_interval_s, low), high)
-            return base * self._rng.uniform(1 - cfg.jitter, 1 + cfg.jitter)
-        ceiling = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** min(d.failures, 30))
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return next_delay(self.config, reached, d.poll_interval_s, d.failures, self._rng)
 
     async def _tick(self, d: SimulatedDevice) -> bool:
         if d.credential is None:
@@ -473,20 +453,13 @@ class LiveFleet:
             self.counters.errors += 1
             log.debug("%s: %s: %s", path, type(exc).__name__, exc)
             raise Unreachable(f"{path}: {type(exc).__name__}: {exc}") from exc
-        refusal = _refusal(response, path)
         try:
-            result = response.json() if refusal is None else None
-        except ValueError:
-            result = None
-        if refusal is None and not isinstance(result, dict):
-            refusal = Unreachable(f"{path}: the answer ({response.status_code}) is not a JSON object")
-        if refusal is not None:
+            return answer(response.status_code, response.content, path)
+        except TransportError as refusal:
             self.counters.errors += 1
             self.counters.refused += isinstance(refusal, Rejected)
             log.debug("%s", refusal)
-            raise refusal
-        assert isinstance(result, dict)
-        return result
+            raise
 
     async def _enroll(self, d: SimulatedDevice) -> None:
         answer = await self._post("/v1/agent/enroll", self.enroll_token, d.profile.attributes())
@@ -525,9 +498,8 @@ class LiveFleet:
             async with self._gate, self._http.stream("GET", desired.url, headers={
                     "authorization": f"Bearer {d.credential}"}) as response:
                 if response.status_code >= 400:
-                    await response.aread()
-                refusal = _refusal(response, desired.url)
-                if refusal is not None:
+                    refusal = classify(response.status_code, await response.aread(), desired.url)
+                    assert refusal is not None
                     raise refusal
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)

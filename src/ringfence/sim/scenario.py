@@ -56,9 +56,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ringfence.core.durations import parse_duration
 from ringfence.core.errors import DocumentError, InvalidInput
 from ringfence.core.models import Category
-from ringfence.core.plan import parse_duration
 from ringfence.core.yamlpath import load_document, model_problems
 from ringfence.sim.fleet import FleetSpec, PlatformSpec, RegionSpec
 
