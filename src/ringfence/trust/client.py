@@ -21,6 +21,8 @@ Guarantees:
   of the directory): after a power cut it holds the old version or the new one, never a
   truncated file that would let the rollback protection start again from nothing.
 * Expiry is judged against this host's clock: python-tuf reads it itself.
+* A cache that cannot be written (a full disk) is :class:`Unreachable`, like a repository that
+  cannot be asked: the agent goes on with its local decision and asks again later.
 * ``budget_s`` bounds a whole call (every download it makes, however slowly the bytes come) by
   one wall-clock deadline; past it the call fails with :class:`Unreachable`.
 
@@ -169,14 +171,13 @@ class TrustClient:
 
     def _fetch(self, target_path: str) -> tuple[TargetFile, bytes]:
         updater, info = self._signed(target_path)
-        with tempfile.TemporaryDirectory(dir=self._dir, prefix=".fetch-") as scratch:
+        with self._translated(target_path), tempfile.TemporaryDirectory(dir=self._dir, prefix=".fetch-") as scratch:
             into = os.path.join(scratch, "target")
-            with self._translated(target_path):
-                try:
-                    updater.download_target(info, into, f"{self._base}/targets/")
-                except LengthOrHashMismatchError as exc:
-                    raise BadTarget(f"target {target_path!r} differs from what {self._signed_by()} signs: {exc}",
-                                    path=target_path) from None
+            try:
+                updater.download_target(info, into, f"{self._base}/targets/")
+            except LengthOrHashMismatchError as exc:
+                raise BadTarget(f"target {target_path!r} differs from what {self._signed_by()} signs: {exc}",
+                                path=target_path) from None
             with open(into, "rb") as handle:
                 return info, handle.read()
 
@@ -235,6 +236,8 @@ class TrustClient:
             yield
         except TrustError:
             raise
+        except OSError as exc:  # the cache cannot be written (a full disk, say): ask again later
+            raise Unreachable(f"the TUF cache in {self._dir} cannot be written: {exc.strerror or exc}") from None
         except DownloadLengthMismatchError as exc:
             self._bad_data(exc, target, what)
         except DownloadHTTPError as exc:

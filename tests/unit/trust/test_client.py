@@ -272,3 +272,15 @@ def test_the_verified_metadata_is_fsynced_before_it_replaces_the_old_and_the_dir
         assert synced and Path(synced[-1]).parent == Path(dst).parent, f"{dst}: the bytes were not fsynced first"
         assert steps[i + 1] == ("fsync", str(Path(dst).parent)), f"{dst}: the directory was not fsynced after"
     assert all(d.startswith(cache) for d in written)
+
+
+def test_a_cache_that_cannot_be_written_is_unreachable_naming_the_cache(world: World) -> None:
+    """A full disk or a broken cache must not stop the agent's start-up: it is a repository that
+    cannot be asked now, not an exception out of the revocation check."""
+    client = world.client()
+    cache = world.tmp / "clients" / "agent"
+    (cache / "timestamp.json").unlink(missing_ok=True)
+    (cache / "timestamp.json").mkdir()  # the new timestamp cannot be renamed over it, even by root
+
+    with pytest.raises(Unreachable, match=r"TUF cache in .*agent cannot be written"):
+        client.revocations()
