@@ -212,8 +212,9 @@ def test_slack_format_and_every_rollout_event_by_default(api: Api, receiver: Rec
     wait_for(lambda: status(api, done)["phase"] == "completed")
     wait_for(lambda: len(receiver.requests) == 3)
     assert receiver.requests[-1].json()["text"].startswith(f"Ringfence completed the rollout of {CT} 1.1")
-    assert {d["event"]: d["status"] for d in deliveries(api, hook)} == {
-        "halt": "delivered", "rollback": "delivered", "complete": "delivered"}
+    # the receiver has the request before the dispatcher records the delivery
+    wait_for(lambda: {d["event"]: d["status"] for d in deliveries(api, hook)} == {
+        "halt": "delivered", "rollback": "delivered", "complete": "delivered"})
 
 
 def _confirm(api: Api, version: str) -> None:
